@@ -1,0 +1,150 @@
+"""Discrete β schedules as grids on the OU's time axis (seed 000, DESIGN.md "One time variable").
+
+A schedule β_0 ... β_{n-1} is read two ways:
+
+* seed 000's convention: β_j is a step of OU time, so ``times[i] = t_i = Σ_{j<i} β_j``;
+* the exact map: ``exact_times[i] = τ_i = -log ᾱ_i`` with ``ᾱ_i = Π_{j<i} (1 - β_j)``, the
+  time at which the OU marginal has exactly the VP chain's ᾱ_i (so the VP forward chain
+  is an exact OU sampler on that grid).
+
+The two agree to first order: ``log ᾱ_i = -t_i - ½ Σ_{j<i} β_j² + O(β³)``, so
+``ᾱ_i - e^{-t_i} = O(max β)`` (seed 000, eq. "alpha bar limit"). For the linear schedule,
+``n · max_i |ᾱ_i - e^{-t_i}| -> max_s ½ e^{-t(s)} ∫_0^s β(u)² du = 0.8622...``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Sequence, Union
+
+import torch
+from torch import Tensor
+
+__all__ = ["BetaSchedule"]
+
+
+class BetaSchedule:
+    """A discrete variance schedule β_0 ... β_{n-1}, each in (0, 1), held in float64.
+
+    Attributes (tensors, float64 on the CPU unless moved with :meth:`to`):
+        betas: (n,) the β_j.
+        times: (n+1,) seed-000 times ``t_0 = 0, t_i = Σ_{j<i} β_j``.
+        alpha_bars: (n+1,) ``ᾱ_0 = 1, ᾱ_i = Π_{j<i} (1 - β_j)``.
+        exact_times: (n+1,) ``τ_i = -log ᾱ_i`` (computed as ``-Σ log1p(-β_j)``).
+        T: final seed-000 time ``t_n`` (a Python float).
+        n: number of steps.
+
+    Raises:
+        ValueError: if ``betas`` is empty, not 1-D, or has an entry outside (0, 1) or NaN;
+            the message names the first bad index and its value.
+        TypeError: if ``betas`` is not a real sequence or tensor.
+    """
+
+    def __init__(self, betas: Union[Tensor, Sequence[float]]):
+        if isinstance(betas, Tensor):
+            if betas.is_complex() or betas.dtype == torch.bool:
+                raise TypeError(f"betas must be real, got dtype {betas.dtype}")
+            values = betas.detach().to(device="cpu", dtype=torch.float64)
+        else:
+            try:
+                values = torch.as_tensor(betas, dtype=torch.float64)
+            except (TypeError, ValueError, RuntimeError) as err:
+                raise TypeError(f"betas must be a 1-D sequence of floats, got {type(betas).__name__}") from err
+        if values.dim() != 1:
+            raise ValueError(f"betas must be 1-D, got shape {tuple(values.shape)}")
+        if values.numel() == 0:
+            raise ValueError("betas is empty: a schedule needs at least one step")
+        bad = ~((values > 0) & (values < 1))  # NaN compares False, so it is bad too
+        if bool(bad.any()):
+            index = int(torch.nonzero(bad)[0])
+            raise ValueError(f"betas must lie in (0, 1); betas[{index}] = {float(values[index])!r} does not")
+        self._betas64 = values.clone()  # kept in float64 on the CPU whatever `to` does
+        self.betas = values.clone()
+        log_alphas = torch.log1p(-self.betas)
+        zero = torch.zeros(1, dtype=torch.float64)
+        self.times = torch.cat([zero, torch.cumsum(self.betas, 0)])
+        self.exact_times = torch.cat([zero, -torch.cumsum(log_alphas, 0)])
+        self.alpha_bars = torch.cat([torch.ones(1, dtype=torch.float64), torch.cumprod(1 - self.betas, 0)])
+
+    # -- constructors -------------------------------------------------------------------
+
+    @classmethod
+    def linear(cls, n: int = 1000, beta_min: float = 0.1, beta_max: float = 20.0) -> "BetaSchedule":
+        """Song et al.'s linear rate ``β(s) = beta_min + (beta_max - beta_min) s`` on s in [0, 1],
+        discretized as ``β_i = β(i / (n - 1)) / n`` (DESIGN.md).
+
+        At n = 1000 this is DDPM's β from 1e-4 to 0.02; every n has the same
+        ``T = (beta_min + beta_max) / 2 = 10.05``, so increasing n refines one continuous
+        schedule. With the defaults n must be at least 21 (β_max = 20 / n < 1).
+        """
+        n = _check_steps(n, "n", minimum=2)
+        if not (0 < beta_min <= beta_max):
+            raise ValueError(f"need 0 < beta_min <= beta_max, got beta_min={beta_min}, beta_max={beta_max}")
+        s = torch.arange(n, dtype=torch.float64) / (n - 1)
+        betas = (beta_min + (beta_max - beta_min) * s) / n
+        if beta_max / n >= 1:
+            index = int(torch.nonzero(betas >= 1)[0])
+            raise ValueError(f"BetaSchedule.linear(n={n}) has betas[{index}] = {float(betas[index]):.4g} >= 1; "
+                             f"the largest step is beta_max / n = {beta_max / n:.4g}, so use n > {beta_max:g}")
+        return cls(betas)
+
+    @classmethod
+    def cosine(cls, n: int = 1000, s: float = 0.008, max_beta: float = 0.999) -> "BetaSchedule":
+        """Nichol & Dhariwal's cosine schedule (Improved DDPM, eq. 17):
+        ``ᾱ(i) = f(i) / f(0)``, ``f(i) = cos²(((i / n) + s) / (1 + s) · π / 2)``,
+        ``β_j = min(1 - ᾱ(j + 1) / ᾱ(j), max_beta)``.
+        """
+        n = _check_steps(n, "n", minimum=1)
+        if not (s > 0):
+            raise ValueError(f"s must be > 0, got {s}")
+        if not (0 < max_beta < 1):
+            raise ValueError(f"max_beta must lie in (0, 1), got {max_beta}")
+        grid = torch.arange(n + 1, dtype=torch.float64) / n
+        f = torch.cos((grid + s) / (1 + s) * (math.pi / 2)) ** 2
+        betas = torch.clamp(1 - f[1:] / f[:-1], max=max_beta)
+        return cls(betas)
+
+    # -- derived ------------------------------------------------------------------------
+
+    @property
+    def n(self) -> int:
+        """Number of steps."""
+        return int(self.betas.shape[0])
+
+    @property
+    def T(self) -> float:
+        """Final seed-000 time ``t_n = Σ_j β_j``."""
+        return float(self.times[-1])
+
+    def refine(self, factor: int) -> "BetaSchedule":
+        """Split every step β_j into ``factor`` equal steps β_j / factor.
+
+        The seed-000 times of the old grid stay grid points (``t_i`` becomes
+        ``t_{i·factor}``), so refining walks toward the continuous limit on a fixed time axis.
+        """
+        factor = _check_steps(factor, "factor", minimum=1)
+        return BetaSchedule(torch.repeat_interleave(self._betas64 / factor, factor))
+
+    def to(self, device: Union[str, torch.device, None] = None,
+           dtype: torch.dtype | None = None) -> "BetaSchedule":
+        """A copy whose tensors live on ``device`` with ``dtype`` (values computed in float64)."""
+        moved = copy.copy(self)
+        for name in ("betas", "times", "exact_times", "alpha_bars"):
+            setattr(moved, name, getattr(self, name).to(device=device, dtype=dtype))
+        return moved
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __repr__(self) -> str:
+        return (f"BetaSchedule(n={self.n}, T={self.T:.6g}, beta in [{float(self.betas.min()):.3g}, "
+                f"{float(self.betas.max()):.3g}], dtype={self.betas.dtype}, device={self.betas.device})")
+
+
+def _check_steps(value: int, name: str, *, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value

@@ -1,0 +1,342 @@
+"""Exact scores, log-densities and samples of p_t for Gaussian and Gaussian-mixture data,
+and the ε <-> score adapters (seed 000, DESIGN.md "Exact scores are first-class").
+
+Under the OU, a component N(μ, Σ) of p_0 becomes at time t
+
+    N(e^{-t/2} μ, Σ_t),   Σ_t = e^{-t} Σ + (1 - e^{-t}) I,
+
+so p_t of a mixture Σ_k w_k N(μ_k, Σ_k) is the mixture of the moved components. Σ_t has
+the eigenvectors of Σ and eigenvalues ``λ_t = e^{-t} λ + 1 - e^{-t}``, which lie between
+min(λ_min, 1) and max(λ_max, 1): one symmetric eigendecomposition at construction turns
+every later solve with Σ_t into a diagonal one, at any t, batched over per-sample times,
+with no matrix inverse and no refactorisation per t (a Cholesky factor of Σ_t would
+have to be recomputed for every t). Mixture responsibilities use log-sum-exp.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence, Union
+
+import torch
+from torch import Tensor
+
+from ._checks import TimeLike, broadcast_time, check_data, check_time, exp_neg, one_minus_exp_neg, sqrt
+
+__all__ = [
+    "GaussianMixtureScore",
+    "GaussianScore",
+    "EpsilonScore",
+    "EpsilonFromScore",
+    "score_from_epsilon",
+    "epsilon_from_score",
+    "noise_std",
+]
+
+ArrayLike = Union[Tensor, Sequence]
+
+
+def noise_std(t: TimeLike) -> Union[float, Tensor]:
+    """``sqrt(1 - e^{-t})``, the standard deviation of the noise in x_t given x0."""
+    return sqrt(one_minus_exp_neg(float(t) if not isinstance(t, Tensor) else t))
+
+
+def score_from_epsilon(eps: Tensor, sigma: Union[float, Tensor]) -> Tensor:
+    """``s = -ε / σ`` with ``σ = sqrt(1 - ᾱ)`` (seed 000, eq. "1.6 DDPM result score eps")."""
+    return -eps / sigma
+
+
+def epsilon_from_score(score_value: Tensor, sigma: Union[float, Tensor]) -> Tensor:
+    """``ε = -σ s`` with ``σ = sqrt(1 - ᾱ)`` (seed 000, eq. "score and eps"), the inverse of
+    :func:`score_from_epsilon`."""
+    return -sigma * score_value
+
+
+def _as_float64(value: ArrayLike, name: str) -> Tensor:
+    try:
+        out = torch.as_tensor(value.detach() if isinstance(value, Tensor) else value)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TypeError(f"{name} must be a tensor or a nested sequence of numbers") from err
+    if out.is_complex() or out.dtype == torch.bool:
+        raise TypeError(f"{name} must be real, got dtype {out.dtype}")
+    out = out.to(device="cpu", dtype=torch.float64)
+    if not bool(torch.isfinite(out).all()):
+        raise ValueError(f"{name} must be finite, got a NaN or infinite entry")
+    return out
+
+
+class GaussianMixtureScore:
+    """Exact score, log-density and sampler of p_t for ``p_0 = Σ_k w_k N(μ_k, Σ_k)`` in any dimension d.
+
+    Args:
+        weights: (K,) non-negative, summing to 1 (within 1e-6; then renormalised).
+        means: (K, d).
+        covs: (K, d, d) symmetric positive-definite.
+
+    Parameters are kept in float64; calls run in the dtype and on the device of their
+    input (converted parameters are cached per device and dtype). ``t`` is the OU time:
+    a float, a 0-d tensor or a tensor of per-sample times of shape x.shape[:-1]; t >= 0.
+
+    Raises:
+        ValueError / TypeError: for negative or non-normalised weights, shape
+            mismatches, non-finite entries, or covariances that are not symmetric
+            positive-definite.
+    """
+
+    singular_at_zero = False
+
+    def __init__(self, weights: ArrayLike, means: ArrayLike, covs: ArrayLike):
+        weights = _as_float64(weights, "weights")
+        means = _as_float64(means, "means")
+        covs = _as_float64(covs, "covs")
+        if weights.dim() != 1 or weights.numel() == 0:
+            raise ValueError(f"weights must have shape (K,) with K >= 1, got {tuple(weights.shape)}")
+        k = weights.shape[0]
+        if means.dim() != 2 or means.shape[0] != k or means.shape[1] == 0:
+            raise ValueError(f"means must have shape (K, d) = ({k}, d), got {tuple(means.shape)}")
+        d = means.shape[1]
+        if covs.shape != (k, d, d):
+            raise ValueError(f"covs must have shape (K, d, d) = ({k}, {d}, {d}), got {tuple(covs.shape)}")
+        if bool((weights < 0).any()):
+            index = int(torch.nonzero(weights < 0)[0])
+            raise ValueError(f"weights must be non-negative; weights[{index}] = {float(weights[index])!r}")
+        total = float(weights.sum())
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"weights must sum to 1 (within 1e-6), got sum {total!r}")
+        _check_spd(covs, self._cov_label)
+        self.weights = weights / total
+        self.means = means
+        self.covs = covs
+        self.eigvals, self.eigvecs = torch.linalg.eigh(0.5 * (covs + covs.transpose(-1, -2)))
+        self._cache: dict = {}
+
+    @staticmethod
+    def _cov_label(index: int) -> str:
+        return f"covs[{index}]"
+
+    @property
+    def dim(self) -> int:
+        """Data dimension d."""
+        return int(self.means.shape[1])
+
+    @property
+    def n_components(self) -> int:
+        """Number of components K."""
+        return int(self.means.shape[0])
+
+    # -- closed forms at time t (float64) -------------------------------------------------
+
+    def component_marginals(self, t: float = 0.0) -> tuple[Tensor, Tensor, Tensor]:
+        """(weights (K,), means (K, d), covs (K, d, d)) of p_t's components, float64:
+        ``e^{-t/2} μ_k`` and ``e^{-t} Σ_k + (1 - e^{-t}) I``."""
+        t = _scalar_time(t)
+        eye = torch.eye(self.dim, dtype=torch.float64)
+        return (self.weights.clone(), math.exp(-t / 2) * self.means,
+                math.exp(-t) * self.covs + (-math.expm1(-t)) * eye)
+
+    def mean_and_cov(self, t: float = 0.0) -> tuple[Tensor, Tensor]:
+        """Mean (d,) and covariance (d, d) of p_t, float64 (law of total covariance)."""
+        weights, means, covs = self.component_marginals(t)
+        mean = weights @ means
+        centred = means - mean
+        cov = torch.einsum("k,kij->ij", weights, covs) + torch.einsum("k,ki,kj->ij", weights, centred, centred)
+        return mean, cov
+
+    # -- evaluation -----------------------------------------------------------------------
+
+    def _params(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        key = (x.device, x.dtype)
+        if key not in self._cache:
+            self._cache[key] = tuple(p.to(device=x.device, dtype=x.dtype) for p in
+                                     (torch.log(self.weights), self.means, self.eigvals, self.eigvecs))
+        return self._cache[key]
+
+    def _whiten(self, x: Tensor, t: TimeLike) -> tuple[Tensor, Tensor, Tensor, Tensor, tuple]:
+        """Coordinates of x in every component's eigenbasis at time t.
+
+        Returns (y, lam, log_weights, eigvecs, batch_shape) with y = U_k^T (x - e^{-t/2} μ_k) of
+        shape (M, K, d), lam = e^{-t} λ_k + 1 - e^{-t} of shape (K, d) or (M, K, d).
+        """
+        check_data(x, "x", dim=self.dim)
+        check_time(t, "t")
+        batch_shape = tuple(x.shape[:-1])
+        flat = x.reshape(-1, self.dim)
+        if isinstance(t, Tensor) and t.dim() > 0:
+            if tuple(t.shape) != batch_shape:
+                raise ValueError(f"per-sample times must have shape {batch_shape} to match x of shape "
+                                 f"{tuple(x.shape)}, got t of shape {tuple(t.shape)}")
+            t = t.reshape(-1)
+        log_weights, means, eigvals, eigvecs = self._params(x)
+        tb = broadcast_time(t, flat)  # float, 0-d, or (M, 1)
+        if isinstance(tb, Tensor) and tb.dim() > 0:
+            tb = tb.unsqueeze(-1)  # (M, 1, 1) against (M, K, d)
+        decay = exp_neg(tb)
+        lam = decay * eigvals + one_minus_exp_neg(tb)
+        centred = flat.unsqueeze(1) - sqrt(decay) * means  # (M, K, d)
+        y = torch.einsum("mkd,kde->mke", centred, eigvecs)
+        return y, lam, log_weights, eigvecs, batch_shape
+
+    @staticmethod
+    def _component_log_probs(y: Tensor, lam: Tensor, log_weights: Tensor) -> Tensor:
+        d = y.shape[-1]
+        log_det = torch.log(lam).sum(-1)
+        return log_weights - 0.5 * ((y * y / lam).sum(-1) + log_det + d * math.log(2 * math.pi))
+
+    def log_prob(self, x: Tensor, t: TimeLike = 0.0) -> Tensor:
+        """``log p_t(x)``; x of shape (..., d), returns shape (...)."""
+        y, lam, log_weights, _, batch_shape = self._whiten(x, t)
+        return torch.logsumexp(self._component_log_probs(y, lam, log_weights), dim=-1).reshape(batch_shape)
+
+    def score(self, x: Tensor, t: TimeLike) -> Tensor:
+        """Exact score ``∇_x log p_t(x)``; x of shape (..., d), returns x's shape.
+
+        ``s = -Σ_k r_k(x) Σ_{t,k}^{-1} (x - e^{-t/2} μ_k)`` with responsibilities
+        ``r = softmax_k(log w_k + log N_k(x))``.
+        """
+        y, lam, log_weights, eigvecs, batch_shape = self._whiten(x, t)
+        scaled = y / lam
+        if y.shape[1] == 1:
+            responsibilities_scaled = scaled
+        else:
+            responsibilities = torch.softmax(self._component_log_probs(y, lam, log_weights), dim=-1)
+            responsibilities_scaled = scaled * responsibilities.unsqueeze(-1)
+        return -torch.einsum("mke,kde->md", responsibilities_scaled, eigvecs).reshape(x.shape)
+
+    __call__ = score
+
+    def sample(self, n: int, t: float = 0.0, generator: torch.Generator | None = None,
+               device: Union[str, torch.device, None] = None, dtype: torch.dtype | None = None) -> Tensor:
+        """Draw n exact samples of p_t, shape (n, d).
+
+        Components are drawn with ``torch.multinomial`` and then ``e^{-t/2} μ_k + U_k sqrt(λ_t) z``.
+        ``device`` defaults to the generator's (or the CPU), ``dtype`` to torch's default.
+        """
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be a positive int, got {n!r}")
+        t = _scalar_time(t)
+        if device is None:
+            device = generator.device if generator is not None else "cpu"
+        dtype = dtype or torch.get_default_dtype()
+        probe = torch.empty(0, device=device, dtype=dtype)
+        log_weights, means, eigvals, eigvecs = self._params(probe)
+        components = torch.multinomial(log_weights.exp(), n, replacement=True, generator=generator)
+        z = torch.randn((n, self.dim), generator=generator, device=device, dtype=dtype)
+        std = torch.sqrt(math.exp(-t) * eigvals + (-math.expm1(-t)))  # (K, d)
+        offsets = torch.einsum("nde,ne->nd", eigvecs[components], std[components] * z)
+        return math.exp(-t / 2) * means[components] + offsets
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(K={self.n_components}, d={self.dim})"
+
+
+class GaussianScore(GaussianMixtureScore):
+    """Exact score, log-density and sampler of p_t for ``p_0 = N(mean, cov)``.
+
+    ``p_t = N(e^{-t/2} mean, e^{-t} cov + (1 - e^{-t}) I)``; the score is affine in x,
+    which is what makes :func:`diffsde.exact_output_law` possible.
+
+    Args:
+        mean: (d,).
+        cov: (d, d) symmetric positive-definite.
+    """
+
+    def __init__(self, mean: ArrayLike, cov: ArrayLike):
+        mean = _as_float64(mean, "mean")
+        cov = _as_float64(cov, "cov")
+        if mean.dim() != 1 or mean.numel() == 0:
+            raise ValueError(f"mean must have shape (d,), got {tuple(mean.shape)}")
+        d = mean.shape[0]
+        if cov.shape != (d, d):
+            raise ValueError(f"cov must have shape (d, d) = ({d}, {d}), got {tuple(cov.shape)}")
+        super().__init__(torch.ones(1, dtype=torch.float64), mean.unsqueeze(0), cov.unsqueeze(0))
+
+    @staticmethod
+    def _cov_label(index: int) -> str:
+        return "cov"
+
+    @property
+    def mean(self) -> Tensor:
+        """Mean of p_0, (d,) float64."""
+        return self.means[0]
+
+    @property
+    def cov(self) -> Tensor:
+        """Covariance of p_0, (d, d) float64."""
+        return self.covs[0]
+
+    def __repr__(self) -> str:
+        return f"GaussianScore(d={self.dim})"
+
+
+class EpsilonScore:
+    """The score of an ε-predictor: ``s(x, t) = -ε(x, t) / sqrt(1 - e^{-t})``
+    (seed 000, eq. "1.6 DDPM result score eps").
+
+    Args:
+        eps_model: callable ``eps_model(x, t)`` with x of shape (batch, d) and t a (batch,)
+            tensor of OU times, returning ε of x's shape (an ``nn.Module`` such as
+            :class:`diffsde.EpsilonMLP`).
+
+    The division is singular at t = 0, so ``t <= 0`` raises ValueError: samplers stop at
+    ``t_min > 0`` or take a final step that does not evaluate the score at 0.
+    """
+
+    singular_at_zero = True
+
+    def __init__(self, eps_model: Callable[[Tensor, Tensor], Tensor]):
+        if not callable(eps_model):
+            raise TypeError(f"eps_model must be callable as eps_model(x, t), got {type(eps_model).__name__}")
+        self.eps_model = eps_model
+
+    @property
+    def dim(self) -> int | None:
+        """The model's data dimension, when it declares one (``eps_model.dim``)."""
+        return getattr(self.eps_model, "dim", None)
+
+    def __call__(self, x: Tensor, t: TimeLike) -> Tensor:
+        check_data(x, "x")
+        check_time(t, "t", strict_low=True)
+        t_model = t.to(device=x.device, dtype=x.dtype) if isinstance(t, Tensor) else None
+        if t_model is None or t_model.dim() == 0:
+            t_model = torch.full(x.shape[:1], float(t), device=x.device, dtype=x.dtype)
+        eps = self.eps_model(x, t_model)
+        return score_from_epsilon(eps, noise_std(broadcast_time(t, x)))
+
+    score = __call__
+
+    def __repr__(self) -> str:
+        return f"EpsilonScore({type(self.eps_model).__name__})"
+
+
+class EpsilonFromScore:
+    """An ε-predictor made from a score: ``ε(x, t) = -sqrt(1 - e^{-t}) s(x, t)``
+    (seed 000, eq. "score and eps"); e.g. the exact ε of Gaussian data for the VLB."""
+
+    def __init__(self, score: Callable[[Tensor, TimeLike], Tensor]):
+        if not callable(score):
+            raise TypeError(f"score must be callable as score(x, t), got {type(score).__name__}")
+        self.score = score
+        self.dim = getattr(score, "dim", None)
+
+    def __call__(self, x: Tensor, t: TimeLike) -> Tensor:
+        return epsilon_from_score(self.score(x, t), noise_std(broadcast_time(t, x)))
+
+
+def _scalar_time(t: TimeLike) -> float:
+    if isinstance(t, Tensor):
+        if t.numel() != 1:
+            raise ValueError(f"t must be a single time here, got a tensor of shape {tuple(t.shape)}")
+        t = float(t)
+    check_time(t, "t")
+    return float(t)
+
+
+def _check_spd(covs: Tensor, label: Callable[[int], str]) -> None:
+    for index, cov in enumerate(covs):
+        scale = float(cov.abs().max())
+        asym = float((cov - cov.T).abs().max())
+        if asym > 1e-10 * max(scale, 1e-300):
+            raise ValueError(f"{label(index)} must be symmetric; max |C - C^T| = {asym:.3g}")
+        if int(torch.linalg.cholesky_ex(cov).info) != 0:
+            raise ValueError(f"{label(index)} must be positive definite; its Cholesky factorisation failed "
+                             f"(smallest eigenvalue {float(torch.linalg.eigvalsh(cov)[0]):.3g})")

@@ -1,0 +1,194 @@
+"""Exact scores and densities of p_t for Gaussian and mixture data; the ε <-> score adapters."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from scipy.integrate import quad
+from scipy.stats import multivariate_normal
+
+from conftest import make_generator
+from diffsde import EpsilonFromScore, EpsilonScore, GaussianMixtureScore, GaussianScore
+
+
+@st.composite
+def mixtures(draw, dims=(1, 2, 5)):
+    """Random mixtures: K in 1..4, weights bounded away from 0, SPD covariances
+    A Aᵀ + 0.05 I with eigenvalues between 0.05 and ~10."""
+    d = draw(st.sampled_from(dims))
+    k = draw(st.integers(1, 4))
+    seed = draw(st.integers(0, 2**31 - 1))
+    gen = torch.Generator().manual_seed(seed)
+    raw = torch.rand(k, generator=gen, dtype=torch.float64) + 0.1
+    means = 3 * torch.randn(k, d, generator=gen, dtype=torch.float64)
+    factors = torch.randn(k, d, d, generator=gen, dtype=torch.float64)
+    covs = factors @ factors.transpose(-1, -2) / d + 0.05 * torch.eye(d, dtype=torch.float64)
+    return GaussianMixtureScore(raw / raw.sum(), means, covs), gen
+
+
+def autograd_score(mixture, x, t):
+    x = x.detach().clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(mixture.log_prob(x, t).sum(), x)
+    return grad
+
+
+@given(mixtures(), st.floats(0.0, 8.0))
+def test_score_is_the_gradient_of_log_prob(case, t):
+    mixture, gen = case
+    x = 3 * torch.randn(64, mixture.dim, generator=gen, dtype=torch.float64)
+    # Both sides are float64 closed forms of the same function; they differ by rounding only.
+    # The score is O(|x| / λ_min) <= ~300 here, so 1e-9 relative plus 1e-9 absolute is ample.
+    assert torch.allclose(mixture.score(x, t), autograd_score(mixture, x, t), rtol=1e-9, atol=1e-9)
+
+
+@given(mixtures(dims=(2, 5)))
+def test_per_sample_times_match_scalar_times(case):
+    mixture, gen = case
+    x = torch.randn(16, mixture.dim, generator=gen, dtype=torch.float64)
+    times = torch.rand(16, generator=gen, dtype=torch.float64) * 5
+    batched = mixture.score(x, times)
+    one_by_one = torch.cat([mixture.score(x[i:i + 1], float(times[i])) for i in range(16)])
+    assert torch.allclose(batched, one_by_one, rtol=1e-12, atol=1e-12)
+    assert torch.allclose(mixture.log_prob(x, times),
+                          torch.cat([mixture.log_prob(x[i:i + 1], times[i]) for i in range(16)]),
+                          rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("t", [0.0, 0.1, 1.0, 5.0])
+def test_log_prob_integrates_to_one_in_1d(t):
+    mixture = GaussianMixtureScore([0.2, 0.5, 0.3], [[-4.0], [0.0], [3.0]], [[[0.1]], [[1.0]], [[0.5]]])
+    density = lambda v: math.exp(float(mixture.log_prob(torch.tensor([[v]], dtype=torch.float64), t)))  # noqa: E731
+    # Split at the component means so quad resolves the narrow peaks; quad's own error
+    # estimate is below 1e-9, so 1e-8 is the tolerance.
+    total = sum(quad(density, a, b, limit=200)[0] for a, b in
+                [(-np.inf, -4.0), (-4.0, 0.0), (0.0, 3.0), (3.0, np.inf)])
+    assert total == pytest.approx(1.0, abs=1e-8)
+
+
+def test_gaussian_log_prob_matches_scipy():
+    mean = torch.tensor([1.0, -2.0], dtype=torch.float64)
+    cov = torch.tensor([[2.0, 0.6], [0.6, 0.5]], dtype=torch.float64)
+    gaussian = GaussianScore(mean, cov)
+    x = torch.randn(50, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for t in (0.0, 0.3, 2.0):
+        cov_t = math.exp(-t) * cov + (1 - math.exp(-t)) * torch.eye(2, dtype=torch.float64)
+        expected = multivariate_normal(mean=(math.exp(-t / 2) * mean).numpy(), cov=cov_t.numpy()).logpdf(x.numpy())
+        assert np.allclose(gaussian.log_prob(x, t).numpy(), expected, rtol=1e-12, atol=1e-12)
+        # The score of N(m, C) is -C^{-1}(x - m), solved here by numpy as an independent check.
+        expected_score = -np.linalg.solve(cov_t.numpy(), (x - math.exp(-t / 2) * mean).numpy().T).T
+        assert np.allclose(gaussian.score(x, t).numpy(), expected_score, rtol=1e-12, atol=1e-12)
+        m_t, c_t = gaussian.mean_and_cov(t)
+        assert torch.allclose(c_t, cov_t, atol=1e-15) and torch.allclose(m_t, math.exp(-t / 2) * mean, atol=1e-15)
+
+
+def test_mixture_moments_by_total_covariance():
+    mixture = GaussianMixtureScore([0.25, 0.75], [[0.0, 0.0], [4.0, 0.0]],
+                                   [torch.eye(2).tolist(), (2 * torch.eye(2)).tolist()])
+    mean, cov = mixture.mean_and_cov(0.0)
+    # mean = 0.75·4 = 3; Var(x_1) = E Var + Var E = (0.25·1 + 0.75·2) + 0.25·0.75·16 = 4.75.
+    assert torch.allclose(mean, torch.tensor([3.0, 0.0], dtype=torch.float64))
+    assert torch.allclose(cov, torch.tensor([[4.75, 0.0], [0.0, 1.75]], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("t", [0.0, 0.7])
+def test_sample_matches_the_marginal_moments(device, t):
+    mixture = GaussianMixtureScore([0.3, 0.7], [[-2.0, 1.0], [2.0, 0.0]],
+                                   [[[1.0, 0.3], [0.3, 0.5]], [[0.4, 0.0], [0.0, 2.0]]])
+    n = 200_000
+    x = mixture.sample(n, t=t, generator=make_generator(device, 1), dtype=torch.float64)
+    assert x.shape == (n, 2) and x.device.type == device.type
+    mean, cov = mixture.mean_and_cov(t)
+    sample_mean = x.mean(0).cpu()
+    sample_cov = torch.cov(x.T).cpu()
+    # 5-sigma bounds: the sample mean has std sqrt(C_ii / n); a sample covariance entry has
+    # variance (C_ii C_jj + C_ij²) / n for a Gaussian and more for a mixture (kurtosis), so
+    # we allow twice the Gaussian value.
+    mean_tol = 5 * torch.sqrt(torch.diagonal(cov) / n)
+    cov_tol = 5 * torch.sqrt(2 * (torch.outer(torch.diagonal(cov), torch.diagonal(cov)) + cov**2) / n)
+    assert bool(((sample_mean - mean).abs() <= mean_tol).all())
+    assert bool(((sample_cov - cov).abs() <= cov_tol).all())
+
+
+def test_float32_agrees_with_float64(device):
+    mixture = GaussianMixtureScore([0.5, 0.5], [[-3.0, 0.0], [3.0, 0.0]], [torch.eye(2).tolist()] * 2)
+    x64 = torch.randn(1000, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64) * 3
+    s64 = mixture.score(x64, 0.2)
+    s32 = mixture.score(x64.float().to(device), 0.2)
+    assert s32.dtype == torch.float32 and s32.device.type == device.type
+    # float32 carries ~6e-8 relative error per operation and a few dozen operations; the
+    # score is O(5) here, so 1e-5 absolute is generous and still catches any real mistake.
+    assert torch.allclose(s32.double().cpu(), s64, rtol=1e-5, atol=1e-5)
+
+
+def test_far_points_stay_finite_in_float32(device):
+    # log-sum-exp responsibilities: at |x| = 1e3 every component density underflows in
+    # float32, yet the score is the nearest component's -Σ_t^{-1}(x - μ_t).
+    mixture = GaussianMixtureScore([0.5, 0.5], [[-1.0, 0.0], [1.0, 0.0]], [[[0.01, 0.0], [0.0, 0.01]]] * 2)
+    x = torch.tensor([[1000.0, 0.0], [-1000.0, 5.0]], device=device)
+    score = mixture.score(x, 0.0)
+    assert bool(torch.isfinite(score).all()) and bool(torch.isfinite(mixture.log_prob(x, 0.0)).all())
+    expected = -torch.tensor([[999.0, 0.0], [-999.0, 5.0]], device=device) / 0.01
+    assert torch.allclose(score, expected, rtol=1e-5)
+
+
+def test_batch_shapes(device):
+    mixture = GaussianMixtureScore([1.0], [[0.0, 0.0, 0.0]], [torch.eye(3).tolist()])
+    x = torch.randn(4, 5, 3, device=device)
+    assert mixture.score(x, 1.0).shape == (4, 5, 3)
+    assert mixture.log_prob(x, 1.0).shape == (4, 5)
+    assert mixture.score(x, torch.full((4, 5), 1.0, device=device)).shape == (4, 5, 3)
+
+
+def test_epsilon_round_trip(device):
+    gaussian = GaussianScore([1.0, 0.5], [[1.0, 0.2], [0.2, 0.3]])
+    eps = EpsilonFromScore(gaussian)
+    score = EpsilonScore(eps)
+    x = torch.randn(32, 2, device=device, dtype=torch.float64)
+    times = torch.linspace(0.01, 9.0, 32, device=device, dtype=torch.float64)
+    # s -> ε -> s multiplies and divides by sqrt(1 - e^{-t}): exact up to two roundings.
+    assert torch.allclose(score(x, times), gaussian(x, times), rtol=1e-13, atol=1e-13)
+    assert torch.allclose(score(x, 0.5), gaussian(x, 0.5), rtol=1e-13, atol=1e-13)
+    # ε = -sqrt(1 - e^{-t}) s (seed 000, eq. "score and eps") at one point by hand.
+    assert torch.allclose(eps(x, 2.0), -math.sqrt(1 - math.exp(-2.0)) * gaussian(x, 2.0), rtol=1e-15)
+
+
+@pytest.mark.parametrize("t", [0.0, -1.0, torch.tensor([0.5, 0.0])])
+def test_epsilon_score_refuses_t_at_or_below_zero(t):
+    score = EpsilonScore(lambda x, t: torch.zeros_like(x))
+    with pytest.raises(ValueError, match="t must be in"):
+        score(torch.zeros(2, 2), t)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(weights=[0.5, -0.1, 0.6], means=[[0.0]] * 3, covs=[[[1.0]]] * 3), r"weights\[1\] = -0.1"),
+    (dict(weights=[0.5, 0.4], means=[[0.0]] * 2, covs=[[[1.0]]] * 2), "sum to 1"),
+    (dict(weights=[1.0], means=[[0.0, 0.0]], covs=[[[1.0, 0.5], [0.0, 1.0]]]), "symmetric"),
+    (dict(weights=[1.0], means=[[0.0, 0.0]], covs=[[[1.0, 2.0], [2.0, 1.0]]]), "positive definite"),
+    (dict(weights=[0.5, 0.5], means=[[0.0, 0.0]], covs=[[[1.0]]] * 2), r"means must have shape \(K, d\) = \(2, d\)"),
+    (dict(weights=[1.0], means=[[0.0, 0.0]], covs=[[[1.0]]]), r"covs must have shape"),
+    (dict(weights=[1.0], means=[[float("nan")]], covs=[[[1.0]]]), "finite"),
+])
+def test_bad_mixture_parameters(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        GaussianMixtureScore(**kwargs)
+
+
+def test_bad_gaussian_parameters_and_calls():
+    with pytest.raises(ValueError, match="cov must be positive definite"):
+        GaussianScore([0.0, 0.0], [[1.0, 0.0], [0.0, -1.0]])
+    with pytest.raises(ValueError, match=r"cov must have shape \(d, d\) = \(2, 2\)"):
+        GaussianScore([0.0, 0.0], [[1.0]])
+    gaussian = GaussianScore([0.0, 0.0], torch.eye(2))
+    with pytest.raises(ValueError, match="t must be in"):
+        gaussian(torch.zeros(3, 2), -0.5)
+    with pytest.raises(ValueError, match="last dimension 2"):
+        gaussian(torch.zeros(3, 3), 0.5)
+    with pytest.raises(ValueError, match="per-sample times"):
+        gaussian(torch.zeros(3, 2), torch.ones(4))
+    with pytest.raises(TypeError, match="floating-point"):
+        gaussian(torch.zeros(3, 2, dtype=torch.int64), 0.5)
+    with pytest.raises(ValueError, match="positive int"):
+        gaussian.sample(0)
