@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Sequence, Union
+from dataclasses import dataclass
+from typing import NamedTuple, Sequence, Union
 
 import torch
 from torch import Tensor
 
-__all__ = ["BetaSchedule"]
+__all__ = ["BetaSchedule", "TimeGrid", "Interval"]
 
 
 class BetaSchedule:
@@ -126,6 +127,25 @@ class BetaSchedule:
         factor = _check_steps(factor, "factor", minimum=1)
         return BetaSchedule(torch.repeat_interleave(self._betas64 / factor, factor))
 
+    def grid(self, t_min: float = 0.0, exact_times: bool = False) -> "TimeGrid":
+        """The sampling grid of this schedule: forward times descending from T to t_min.
+
+        Uses seed-000 times ``t_i`` (default) or the exact times ``τ_i = -log ᾱ_i``; each
+        step keeps this schedule's β_i and ᾱ_i. The grid keeps the points with time >= t_min
+        (so it ends at the first grid time at or above t_min; t_min = 0 keeps them all).
+        """
+        if isinstance(t_min, bool) or not isinstance(t_min, (int, float)) or not (t_min >= 0):
+            raise ValueError(f"t_min must be a number >= 0, got {t_min!r}")
+        times = (self.exact_times if exact_times else self.times).to(device="cpu", dtype=torch.float64)
+        alpha_bars = self.alpha_bars.to(device="cpu", dtype=torch.float64)
+        keep = int(torch.count_nonzero(times >= t_min))  # times increase, so a suffix is dropped
+        if keep < 2:
+            raise ValueError(f"t_min = {t_min!r} leaves fewer than two grid points (the schedule ends at "
+                             f"{float(times[-1]):.6g})")
+        first = self.n + 1 - keep
+        return TimeGrid(times[first:].flip(0), self._betas64[first:].flip(0), alpha_bars[first:].flip(0),
+                        source="schedule")
+
     def to(self, device: Union[str, torch.device, None] = None,
            dtype: torch.dtype | None = None) -> "BetaSchedule":
         """A copy whose tensors live on ``device`` with ``dtype`` (values computed in float64)."""
@@ -148,3 +168,107 @@ def _check_steps(value: int, name: str, *, minimum: int) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return value
+
+
+class Interval(NamedTuple):
+    """One step of a sampling grid, as Python floats (no tensors, nothing to synchronise).
+
+    ``t_from > t_to`` are forward OU times; the step runs backward in t over ``h = t_from - t_to``.
+    ``beta`` is the VP step's β (the schedule's β_i, or Δt on a bare grid, seed 000's
+    convention); ``alpha_bar_from``/``alpha_bar_to`` are ᾱ at the two ends (the schedule's,
+    or e^{-t} on a bare grid).
+    """
+
+    index: int
+    t_from: float
+    t_to: float
+    beta: float
+    alpha_bar_from: float
+    alpha_bar_to: float
+    is_last: bool
+
+    @property
+    def h(self) -> float:
+        """Length of the step in OU time."""
+        return self.t_from - self.t_to
+
+
+@dataclass(frozen=True, eq=False)
+class TimeGrid:
+    """Forward OU times descending from T to t_min, shared by every sampler.
+
+    Attributes (float64, CPU):
+        times: (n+1,) strictly decreasing, times[-1] = t_min >= 0.
+        betas: (n,) the VP β of each step: a schedule's β_i, or Δt_k = times[k] - times[k+1]
+            on a bare grid (seed 000's reading of β as a step of OU time).
+        alpha_bars: (n+1,) ᾱ at each time: a schedule's ᾱ_i, or e^{-t} on a bare grid.
+        source: "schedule" or "times".
+    """
+
+    times: Tensor
+    betas: Tensor
+    alpha_bars: Tensor
+    source: str = "times"
+
+    @classmethod
+    def from_times(cls, times: Union[Tensor, Sequence[float]]) -> "TimeGrid":
+        """A bare grid from descending forward times (β = Δt, ᾱ = e^{-t}).
+
+        Raises ValueError (naming the first bad index) unless ``times`` is 1-D with at least
+        two finite entries, strictly decreasing, and ends at a time >= 0.
+        """
+        try:
+            values = torch.as_tensor(times.detach() if isinstance(times, Tensor) else times)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise TypeError(f"grid must be a 1-D tensor of times, got {type(times).__name__}") from err
+        if values.is_complex() or values.dtype == torch.bool:
+            raise TypeError(f"grid must be real, got dtype {values.dtype}")
+        values = values.to(device="cpu", dtype=torch.float64)
+        if values.dim() != 1 or values.numel() < 2:
+            raise ValueError(f"grid must be 1-D with at least two times, got shape {tuple(values.shape)}")
+        if not bool(torch.isfinite(values).all()):
+            index = int(torch.nonzero(~torch.isfinite(values))[0])
+            raise ValueError(f"grid must be finite; grid[{index}] = {float(values[index])!r}")
+        steps = values[:-1] - values[1:]
+        if not bool((steps > 0).all()):
+            index = int(torch.nonzero(steps <= 0)[0])
+            raise ValueError(f"grid must be strictly decreasing (forward times from T down to t_min); "
+                             f"grid[{index}] = {float(values[index])!r} is followed by {float(values[index + 1])!r}")
+        if float(values[-1]) < 0:
+            raise ValueError(f"grid times must be >= 0; the last is {float(values[-1])!r}")
+        return cls(values, steps, torch.exp(-values), source="times")
+
+    @classmethod
+    def uniform(cls, T: float, t_min: float, n: int) -> "TimeGrid":
+        """n equal steps from T down to t_min."""
+        n = _check_steps(n, "n", minimum=1)
+        if not (0 <= t_min < T < math.inf):
+            raise ValueError(f"need 0 <= t_min < T < inf, got t_min={t_min!r}, T={T!r}")
+        return cls.from_times(torch.linspace(T, t_min, n + 1, dtype=torch.float64))
+
+    @property
+    def n(self) -> int:
+        """Number of steps."""
+        return int(self.times.shape[0]) - 1
+
+    @property
+    def T(self) -> float:
+        """First (largest) time."""
+        return float(self.times[0])
+
+    @property
+    def t_min(self) -> float:
+        """Last (smallest) time."""
+        return float(self.times[-1])
+
+    def intervals(self) -> list[Interval]:
+        """The steps as :class:`Interval` records, in sampling order (T first)."""
+        times = self.times.tolist()
+        betas = self.betas.tolist()
+        alpha_bars = self.alpha_bars.tolist()
+        n = len(betas)
+        return [Interval(k, times[k], times[k + 1], betas[k], alpha_bars[k], alpha_bars[k + 1], k == n - 1)
+                for k in range(n)]
+
+    def __repr__(self) -> str:
+        return f"TimeGrid(n={self.n}, T={self.T:.6g}, t_min={self.t_min:.6g}, source={self.source!r})"

@@ -109,6 +109,7 @@ class GaussianMixtureScore:
         self.covs = covs
         self.eigvals, self.eigvecs = torch.linalg.eigh(0.5 * (covs + covs.transpose(-1, -2)))
         self._cache: dict = {}
+        self._time_cache: dict = {}
 
     @staticmethod
     def _cov_label(index: int) -> str:
@@ -182,8 +183,48 @@ class GaussianMixtureScore:
         log_det = torch.log(lam).sum(-1)
         return log_weights - 0.5 * ((y * y / lam).sum(-1) + log_det + d * math.log(2 * math.pi))
 
+    def _time_terms(self, t: float, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Per-time constants of the scalar-time path, on x's device and dtype, cached per t.
+
+        With ``W_k = U_k diag(λ_t^{-1/2})`` (so ``Σ_{t,k}^{-1} = W_k W_kᵀ``): ``whiten`` (K·d, d)
+        stacks the ``W_kᵀ``, ``offset`` (K·d, 1) stacks ``e^{-t/2} W_kᵀ μ_k``, and ``log_norm``
+        (K, 1) is ``log w_k - ½ Σ log λ_t - (d/2) log 2π``.
+        """
+        key = (t, x.device, x.dtype)
+        terms = self._time_cache.get(key)
+        if terms is None:
+            log_weights, means, eigvals, eigvecs = self._params(x)
+            decay = math.exp(-t)
+            lam = decay * eigvals + (-math.expm1(-t))  # (K, d)
+            k, d = lam.shape
+            whiten_t = (eigvecs * torch.rsqrt(lam).unsqueeze(-2)).transpose(-1, -2)  # (K, d, d): W_kᵀ
+            offset = math.sqrt(decay) * torch.einsum("ked,kd->ke", whiten_t, means)
+            log_norm = log_weights - 0.5 * torch.log(lam).sum(-1) - 0.5 * d * math.log(2 * math.pi)
+            terms = (whiten_t.reshape(k * d, d).contiguous(), offset.reshape(k * d, 1), log_norm.reshape(k, 1))
+            if len(self._time_cache) >= _TIME_CACHE_SIZE:
+                self._time_cache.pop(next(iter(self._time_cache)))
+            self._time_cache[key] = terms
+        return terms
+
+    def _whitened_scalar_time(self, x: Tensor, t: float) -> tuple[Tensor, Tensor, Tensor]:
+        """(z (K, d, M), log_norm (K, 1), whiten (K·d, d)) with ``z_k = W_kᵀ (x - e^{-t/2} μ_k)``.
+
+        Samples run along the last axis so every reduction over components or coordinates
+        is an elementwise pass over the batch (reductions over a short last axis are slow).
+        """
+        whiten, offset, log_norm = self._time_terms(t, x)
+        flat = x.reshape(-1, self.dim)
+        z = torch.addmm(offset, whiten, flat.T, beta=-1)  # W_kᵀ x - offset, (K·d, M)
+        return z.view(-1, self.dim, flat.shape[0]), log_norm, whiten
+
     def log_prob(self, x: Tensor, t: TimeLike = 0.0) -> Tensor:
         """``log p_t(x)``; x of shape (..., d), returns shape (...)."""
+        if _is_number(t):
+            check_data(x, "x", dim=self.dim)
+            check_time(t, "t")
+            z, log_norm, _ = self._whitened_scalar_time(x, float(t))
+            log_probs = torch.add(log_norm, (z * z).sum(1), alpha=-0.5)  # (K, M)
+            return torch.logsumexp(log_probs, dim=0).reshape(x.shape[:-1])
         y, lam, log_weights, _, batch_shape = self._whiten(x, t)
         return torch.logsumexp(self._component_log_probs(y, lam, log_weights), dim=-1).reshape(batch_shape)
 
@@ -191,8 +232,26 @@ class GaussianMixtureScore:
         """Exact score ``∇_x log p_t(x)``; x of shape (..., d), returns x's shape.
 
         ``s = -Σ_k r_k(x) Σ_{t,k}^{-1} (x - e^{-t/2} μ_k)`` with responsibilities
-        ``r = softmax_k(log w_k + log N_k(x))``.
+        ``r = softmax_k(log w_k + log N_k(x))``. A Python-number t takes a fast path of a
+        few matrix products and in-place passes on cached per-t constants; tensor times
+        (0-d, per-sample, or needing gradients in t) and inputs that require gradients take
+        the batched eigenbasis path. Both compute the same formula and are tested against
+        each other.
         """
+        if _is_number(t) and not (x.requires_grad and torch.is_grad_enabled()):
+            check_data(x, "x", dim=self.dim)
+            check_time(t, "t")
+            z, log_norm, whiten = self._whitened_scalar_time(x, float(t))
+            if z.shape[0] > 1:  # responsibilities, in place on our own buffers
+                logits = z[:, 0].square()
+                for i in range(1, z.shape[1]):
+                    logits.addcmul_(z[:, i], z[:, i])
+                logits.mul_(-0.5).add_(log_norm)
+                logits.sub_(logits.amax(0)).exp_()
+                logits.div_(logits.sum(0))
+                z.mul_(logits.unsqueeze(1))
+            # s = -Σ_k r_k W_k z_k, as rows: -(r z)ᵀ (M, K·d) @ [W_kᵀ] (K·d, d)
+            return torch.mm(z.view(-1, z.shape[-1]).T, whiten).neg_().reshape(x.shape)
         y, lam, log_weights, eigvecs, batch_shape = self._whiten(x, t)
         scaled = y / lam
         if y.shape[1] == 1:
@@ -320,6 +379,13 @@ class EpsilonFromScore:
 
     def __call__(self, x: Tensor, t: TimeLike) -> Tensor:
         return epsilon_from_score(self.score(x, t), noise_std(broadcast_time(t, x)))
+
+
+_TIME_CACHE_SIZE = 8192  # per-t constants kept (a few hundred bytes each for small K and d)
+
+
+def _is_number(t) -> bool:
+    return isinstance(t, (float, int)) and not isinstance(t, bool)
 
 
 def _scalar_time(t: TimeLike) -> float:

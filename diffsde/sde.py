@@ -123,9 +123,7 @@ class OU:
 class _BackwardTimeProcess:
     """Shared bookkeeping of the reverse-time objects: the score, T and the map t = T - t'."""
 
-    noise_type = "diagonal"
-
-    def __init__(self, score: Score, T: float, sde_type: str = "ito"):
+    def __init__(self, score: Score, T: float, sde_type: str = "ito", noise_type: str = "diagonal"):
         if not callable(score):
             raise TypeError(f"score must be callable as score(x, t), got {type(score).__name__}")
         if isinstance(T, Tensor):
@@ -134,19 +132,27 @@ class _BackwardTimeProcess:
             raise ValueError(f"T must be a finite number > 0, got {T!r}")
         if sde_type not in ("ito", "stratonovich"):
             raise ValueError(f"sde_type must be 'ito' or 'stratonovich', got {sde_type!r}")
+        if noise_type not in ("diagonal", "additive"):
+            raise ValueError(f"noise_type must be 'diagonal' or 'additive', got {noise_type!r}")
         self.score = score
         self.T = float(T)
         # The noise is additive (g does not depend on y), so the Itô and Stratonovich
         # readings of the same equation coincide; the type only selects torchsde's solvers.
         self.sde_type = sde_type
+        # torchsde's reading of g: "diagonal" gives g(t, y) of y's shape (batch, d);
+        # "additive" gives (batch, d, d), here an expanded identity view (no memory), and
+        # selects torchsde's additive-noise schemes (e.g. SRA1 for "srk").
+        self.noise_type = noise_type
 
     def forward_time(self, t_prime: TimeLike) -> TimeLike:
         """Forward OU time ``t = T - t'`` for backward time ``t'`` in [0, T]."""
         # Slack for float32 time tensors that round T up by an ulp (torchsde's ts).
         slack = 1e-6 * max(1.0, self.T)
         check_time(t_prime, "t' (backward time)", low=-slack, high=self.T + slack)
-        if isinstance(t_prime, Tensor):
+        if isinstance(t_prime, Tensor) and (t_prime.dim() > 0 or t_prime.requires_grad):
             return (self.T - t_prime).clamp(min=0.0, max=self.T)
+        # A plain or 0-d time (as torchsde passes) becomes a Python float: exact scores
+        # then take their fast scalar-time path.
         return min(max(self.T - float(t_prime), 0.0), self.T)
 
     def score_at(self, x: Tensor, t_prime: TimeLike) -> Tensor:
@@ -157,7 +163,14 @@ class _BackwardTimeProcess:
         return self.drift(y, t)
 
     def g(self, t: TimeLike, y: Tensor) -> Tensor:
+        if self.noise_type == "additive":
+            eye = torch.eye(y.shape[-1], dtype=y.dtype, device=y.device)
+            return (self.diffusion(t) * eye).expand(y.shape[0], -1, -1)
         return self.diffusion(t) * torch.ones_like(y)
+
+    def g_prod(self, t: TimeLike, y: Tensor, v: Tensor) -> Tensor:
+        """``g(t, y) v`` for torchsde: the diffusion is a multiple of the identity, so this is ``c v``."""
+        return self.diffusion(t) * v
 
 
 class ReverseSDE(_BackwardTimeProcess):
@@ -168,6 +181,7 @@ class ReverseSDE(_BackwardTimeProcess):
         score: callable ``score(x, t)`` giving ∇ log p_t(x) at forward time t.
         T: final forward time (> 0); t' = 0 is forward time T.
         sde_type: "ito" (default) or "stratonovich"; identical here (additive noise).
+        noise_type: torchsde's noise type, "diagonal" (default) or "additive".
     """
 
     def drift(self, x: Tensor, t_prime: TimeLike) -> Tensor:

@@ -1,0 +1,223 @@
+"""DDPM's discrete chain: its posterior, its ε-parametrised reverse mean, and its variational bound.
+
+DDPM (Ho et al. 2020) is one discretization of the OU (DESIGN.md): on a schedule with
+``ᾱ_0 = 1 > ᾱ_1 > ... > ᾱ_n``, step i has ``α_i = ᾱ_i / ᾱ_{i-1}`` and ``β_i = 1 - α_i``, and
+``q(x_i | x0) = N(sqrt(ᾱ_i) x0, (1 - ᾱ_i) I)`` is the OU marginal at the exact time
+``τ_i = -log ᾱ_i``. Everything here is written in terms of the two ᾱ at the ends of a
+step, so it serves a schedule (the schedule's ᾱ_i) and a bare grid of times (ᾱ = e^{-t})
+alike.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Union
+
+import torch
+from torch import Tensor
+
+from ._checks import broadcast_time, check_data
+from .schedules import BetaSchedule
+from .sde import OU
+
+__all__ = ["ddpm_posterior", "ddpm_reverse_mean", "predict_x0", "normal_kl", "VLBTerms", "vlb"]
+
+AlphaBar = Union[float, Tensor]
+EpsModel = Callable[[Tensor, float], Tensor]
+
+
+def ddpm_posterior(x_t: Tensor, x0: Tensor, alpha_bar_t: AlphaBar,
+                   alpha_bar_prev: AlphaBar) -> tuple[Tensor, Union[float, Tensor]]:
+    """Mean and variance of DDPM's posterior ``q(x_{t-1} | x_t, x0) = N(μ̃, β̃ I)`` (seed 001, eqs. 6-7):
+
+        μ̃ = sqrt(ᾱ_{t-1}) β_t / (1 - ᾱ_t) · x0 + sqrt(α_t) (1 - ᾱ_{t-1}) / (1 - ᾱ_t) · x_t,
+        β̃_t = (1 - ᾱ_{t-1}) / (1 - ᾱ_t) · β_t,      α_t = ᾱ_t / ᾱ_{t-1},  β_t = 1 - α_t.
+
+    Args:
+        x_t, x0: (batch, ...) tensors of the same shape.
+        alpha_bar_t, alpha_bar_prev: ᾱ at the step's two ends, ``0 < ᾱ_t < ᾱ_{t-1} <= 1``;
+            Python floats, 0-d tensors or (batch,) tensors.
+    Returns:
+        (μ̃ of x_t's shape, β̃ as a float or a tensor that broadcasts against it). At the first
+        step (ᾱ_{t-1} = 1) β̃ = 0 and μ̃ = x0.
+    Raises:
+        ValueError: the ᾱ are not ordered as above, or the shapes of x_t and x0 differ.
+    """
+    check_data(x_t, "x_t")
+    check_data(x0, "x0")
+    if x_t.shape != x0.shape:
+        raise ValueError(f"x_t and x0 must have the same shape, got {tuple(x_t.shape)} and {tuple(x0.shape)}")
+    a_t, a_prev = _alpha_bars(alpha_bar_t, alpha_bar_prev, x_t)
+    alpha = a_t / a_prev
+    beta = 1 - alpha
+    mean = (a_prev ** 0.5 * beta / (1 - a_t)) * x0 + (alpha ** 0.5 * (1 - a_prev) / (1 - a_t)) * x_t
+    return mean, (1 - a_prev) / (1 - a_t) * beta
+
+
+def ddpm_reverse_mean(x_t: Tensor, eps: Tensor, alpha_bar_t: AlphaBar, alpha_bar_prev: AlphaBar) -> Tensor:
+    """DDPM's reverse mean from a noise prediction (seed 001, eq. 8; seed 004, eq. 8):
+    ``μ_θ = (x_t - β_t / sqrt(1 - ᾱ_t) · ε) / sqrt(α_t)``.
+
+    It is :func:`ddpm_posterior`'s mean at ``x0 = x̂0 = (x_t - sqrt(1 - ᾱ_t) ε) / sqrt(ᾱ_t)``.
+    Shapes and ᾱ arguments as for :func:`ddpm_posterior`.
+    """
+    check_data(x_t, "x_t")
+    a_t, a_prev = _alpha_bars(alpha_bar_t, alpha_bar_prev, x_t)
+    alpha = a_t / a_prev
+    return (x_t - ((1 - alpha) / (1 - a_t) ** 0.5) * eps) / alpha ** 0.5
+
+
+def predict_x0(x_t: Tensor, eps: Tensor, alpha_bar_t: AlphaBar) -> Tensor:
+    """``x̂0 = (x_t - sqrt(1 - ᾱ_t) ε) / sqrt(ᾱ_t)``: x0 solved from
+    ``x_t = sqrt(ᾱ_t) x0 + sqrt(1 - ᾱ_t) ε`` (seed 004, eq. 1 and §8.6)."""
+    check_data(x_t, "x_t")
+    a_t, _ = _alpha_bars(alpha_bar_t, 1.0, x_t, allow_equal=True)
+    return (x_t - (1 - a_t) ** 0.5 * eps) / a_t ** 0.5
+
+
+def normal_kl(mean1: Tensor, var1: AlphaBar, mean2: Tensor, var2: AlphaBar) -> Tensor:
+    """``KL(N(mean1, var1 I) || N(mean2, var2 I))`` summed over the last dimension, in nats
+    (seed 001, eq. 13, per coordinate): ``½ Σ [log(var2 / var1) + (var1 + (mean1 - mean2)²) / var2 - 1]``.
+
+    means: (..., d); variances: positive floats or tensors broadcasting against them.
+    Returns shape (...).
+    """
+    var1 = torch.as_tensor(var1, dtype=mean1.dtype, device=mean1.device)
+    var2 = torch.as_tensor(var2, dtype=mean1.dtype, device=mean1.device)
+    terms = torch.log(var2) - torch.log(var1) + (var1 + (mean1 - mean2) ** 2) / var2 - 1
+    return 0.5 * terms.sum(-1)
+
+
+@dataclass(frozen=True)
+class VLBTerms:
+    """DDPM's variational bound on ``-log p_θ(x0)`` per data point, in nats (seed 001, eq. 12).
+
+    Attributes:
+        prior: (B,) ``L_T = KL(q(x_n | x0) || N(0, I))``.
+        transitions: (B,) ``Σ_{i=2}^{n} L_{i-1}``, ``L_{i-1} = KL(q(x_{i-1} | x_i, x0) || p_θ(x_{i-1} | x_i))``.
+        decoder: (B,) ``L_0 = -log p_θ(x0 | x_1)``.
+        per_step: (n+1,) batch means, ``per_step[0] = L_0``, ``per_step[j] = L_j`` for 1 <= j < n,
+            ``per_step[n] = L_T``.
+        dim: data dimension d.
+    """
+
+    prior: Tensor
+    transitions: Tensor
+    decoder: Tensor
+    per_step: Tensor
+    dim: int
+
+    @property
+    def total(self) -> Tensor:
+        """(B,) the bound for each x0, ``L_T + Σ L_{i-1} + L_0``, in nats."""
+        return self.prior + self.transitions + self.decoder
+
+    @property
+    def nats(self) -> float:
+        """The bound averaged over the batch, in nats."""
+        return float(self.total.mean())
+
+    @property
+    def bits_per_dim(self) -> float:
+        """The batch-averaged bound in bits per dimension, ``nats / (d log 2)``."""
+        return self.nats / (self.dim * math.log(2))
+
+    @property
+    def standard_error(self) -> float:
+        """Monte Carlo standard error of :attr:`nats` (std of :attr:`total` / sqrt(B))."""
+        total = self.total
+        return float(total.std() / math.sqrt(total.shape[0])) if total.shape[0] > 1 else math.nan
+
+
+def vlb(eps_model: EpsModel, x0: Tensor, schedule: BetaSchedule, *, variance: str = "beta",
+        generator: torch.Generator | None = None) -> VLBTerms:
+    """DDPM's variational bound ``L_T + Σ_{i=2}^{n} L_{i-1} + L_0`` for data x0 (seed 001, eqs. 12-13;
+    seed 004, eq. 3 and L_0), with an ε-parametrised reverse chain.
+
+    The reverse kernel is ``p_θ(x_{i-1} | x_i) = N(μ_θ, σ_i² I)`` with μ_θ from ε by
+    :func:`ddpm_reverse_mean` (seed 001, eq. 8) and ``σ_i² = β_i`` (``variance="beta"``) or
+    ``β̃_i`` (``"beta_tilde"``). The decoder ``p_θ(x0 | x_1) = N(μ_θ(x_1), β_1 I)`` is Gaussian
+    (continuous data) and always uses β_1, since ``β̃_1 = 0``.
+
+    The ε-model is called as ``eps_model(x_i, τ_i)`` at the schedule's exact times
+    ``τ_i = -log ᾱ_i`` (a Python float), where the OU marginal is exactly ``q(x_i | x0)``:
+    the exact ε of p_0 at τ_i is then ``E[ε | x_i]`` for the chain, which makes
+    ``μ_θ = E[μ̃ | x_i]``, the best mean for every KL term.
+
+    Each term is a Monte Carlo estimate with one draw ``x_i ~ q(x_i | x0)`` per x0 and step,
+    made with :meth:`OU.sample_marginal` for i = 1, ..., n in turn (independently across
+    steps, which leaves each term's expectation unchanged); L_T is exact. The per-x0 spread
+    is O(1) nat whatever n (it comes from the first few steps), so resolving small
+    differences between bounds needs many x0. Runs under ``torch.no_grad()`` in x0's dtype and device (float64 is
+    advisable for small β).
+
+    Args:
+        eps_model: ``eps_model(x, t)`` with x (B, d) and t a float OU time; returns (B, d).
+        x0: (B, d) data points.
+        schedule: the DDPM chain's β schedule (n steps).
+        variance: "beta" or "beta_tilde".
+        generator: the source of the x_i draws.
+    Raises:
+        ValueError: x0 is not (B, d) with B >= 1, has a NaN or infinite entry, or ``variance`` is unknown.
+        TypeError: x0 is not a floating tensor or ``schedule`` is not a BetaSchedule.
+    """
+    check_data(x0, "x0")
+    if x0.dim() != 2 or x0.shape[0] == 0:
+        raise ValueError(f"x0 must have shape (B, d) with B >= 1, got {tuple(x0.shape)}")
+    if not bool(torch.isfinite(x0).all()):
+        raise ValueError("x0 must be finite, got a NaN or infinite entry")
+    if not isinstance(schedule, BetaSchedule):
+        raise TypeError(f"schedule must be a BetaSchedule, got {type(schedule).__name__}")
+    if variance not in _VARIANCES:
+        raise ValueError(f"variance must be one of {sorted(_VARIANCES)}, got {variance!r}")
+    ou = OU()
+    alpha_bars = schedule.alpha_bars.tolist()
+    times = schedule.exact_times.tolist()
+    n, d = schedule.n, x0.shape[-1]
+    per_step = torch.zeros(n + 1, dtype=torch.float64)
+    with torch.no_grad():
+        a_n = alpha_bars[n]
+        prior = 0.5 * (a_n * (x0 ** 2 - 1) - math.log1p(-a_n)).sum(-1)
+        per_step[n] = prior.mean()
+        transitions = torch.zeros_like(prior)
+        for i in range(1, n + 1):
+            x_i = ou.sample_marginal(x0, times[i], generator=generator)
+            mean = ddpm_reverse_mean(x_i, eps_model(x_i, times[i]), alpha_bars[i], alpha_bars[i - 1])
+            beta = 1 - alpha_bars[i] / alpha_bars[i - 1]
+            if i == 1:
+                decoder = 0.5 * (((x0 - mean) ** 2).sum(-1) / beta + d * math.log(2 * math.pi * beta))
+                per_step[0] = decoder.mean()
+                continue
+            posterior_mean, posterior_var = ddpm_posterior(x_i, x0, alpha_bars[i], alpha_bars[i - 1])
+            kl = normal_kl(posterior_mean, posterior_var, mean, _VARIANCES[variance](beta, posterior_var))
+            transitions += kl
+            per_step[i - 1] = kl.mean()
+    return VLBTerms(prior, transitions, decoder, per_step, d)
+
+
+_VARIANCES = {
+    "beta": lambda beta, beta_tilde: beta,
+    "beta_tilde": lambda beta, beta_tilde: beta_tilde,
+}
+
+
+def _alpha_bars(alpha_bar_t: AlphaBar, alpha_bar_prev: AlphaBar, x: Tensor,
+                allow_equal: bool = False) -> tuple[AlphaBar, AlphaBar]:
+    """Check ``0 < ᾱ_t < ᾱ_prev <= 1`` and shape the ᾱ to broadcast against x (floats stay floats)."""
+    a_t = broadcast_time(alpha_bar_t, x) if isinstance(alpha_bar_t, Tensor) else _real(alpha_bar_t, "alpha_bar_t")
+    a_prev = (broadcast_time(alpha_bar_prev, x) if isinstance(alpha_bar_prev, Tensor)
+              else _real(alpha_bar_prev, "alpha_bar_prev"))
+    ordered = (a_t <= a_prev) if allow_equal else (a_t < a_prev)
+    ok = (a_t > 0) & ordered & (a_prev <= 1)
+    if not bool(torch.as_tensor(ok).all()):  # NaN compares False, so it is refused too
+        relation = "<=" if allow_equal else "<"
+        raise ValueError(f"need 0 < alpha_bar_t {relation} alpha_bar_prev <= 1, got alpha_bar_t={alpha_bar_t!r}, "
+                         f"alpha_bar_prev={alpha_bar_prev!r}")
+    return a_t, a_prev
+
+
+def _real(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a float or a tensor, got {type(value).__name__}")
+    return float(value)
