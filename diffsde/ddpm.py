@@ -64,8 +64,14 @@ def ddpm_reverse_mean(x_t: Tensor, eps: Tensor, alpha_bar_t: AlphaBar, alpha_bar
     """
     check_data(x_t, "x_t")
     a_t, a_prev = _alpha_bars(alpha_bar_t, alpha_bar_prev, x_t)
-    alpha = a_t / a_prev
-    return (x_t - ((1 - alpha) / (1 - a_t) ** 0.5) * eps) / alpha ** 0.5
+    return reverse_mean_unchecked(x_t, eps, a_t, a_prev)
+
+
+def reverse_mean_unchecked(x_t: Tensor, eps: Tensor, alpha_bar_t: AlphaBar, alpha_bar_prev: AlphaBar) -> Tensor:
+    """:func:`ddpm_reverse_mean` without the argument checks, for the sampler's inner loop
+    (which checks its grid once, before the first step)."""
+    alpha = alpha_bar_t / alpha_bar_prev
+    return (x_t - ((1 - alpha) / (1 - alpha_bar_t) ** 0.5) * eps) / alpha ** 0.5
 
 
 def predict_x0(x_t: Tensor, eps: Tensor, alpha_bar_t: AlphaBar) -> Tensor:

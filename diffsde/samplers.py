@@ -29,6 +29,7 @@ from torch import Tensor
 
 from ._checks import TimeLike, check_data
 from .schedules import BetaSchedule, Interval, TimeGrid
+from .ddpm import reverse_mean_unchecked
 from .scores import epsilon_from_score
 from .sde import ProbabilityFlowODE, ReverseSDE, probability_flow_drift, reverse_sde_drift
 
@@ -59,13 +60,11 @@ def ddpm_step(score: Score, x: Tensor, interval: Interval, noise: Tensor, varian
     ``α = ᾱ_{t-1} ... = ᾱ_to / ᾱ_from``, ``β = 1 - α`` and ``σ² = β`` or
     ``β̃ = (1 - ᾱ_to) / (1 - ᾱ_from) β`` (eq. 6); no noise at the last step."""
     alpha_bar_from, alpha_bar_to = interval.alpha_bar_from, interval.alpha_bar_to
-    alpha = alpha_bar_from / alpha_bar_to
-    beta = 1.0 - alpha
-    sigma_from = math.sqrt(1.0 - alpha_bar_from)
-    eps = epsilon_from_score(score(x, interval.t_from), sigma_from)
-    mean = (x - (beta / sigma_from) * eps) / math.sqrt(alpha)
+    eps = epsilon_from_score(score(x, interval.t_from), math.sqrt(1.0 - alpha_bar_from))
+    mean = reverse_mean_unchecked(x, eps, alpha_bar_from, alpha_bar_to)
     if interval.is_last:
         return mean
+    beta = 1.0 - alpha_bar_from / alpha_bar_to
     variance_value = beta if variance == "beta" else (1.0 - alpha_bar_to) / (1.0 - alpha_bar_from) * beta
     return mean + math.sqrt(variance_value) * noise[0]
 
@@ -99,10 +98,14 @@ def langevin_step(x: Tensor, score_value: Tensor, step_size: Union[float, Tensor
 
 def snr_step_size(score_value: Tensor, noise: Tensor, snr: float, alpha: float) -> Tensor:
     """Song et al. 2021 (Algorithm 5, VP): ``ε = 2 α (r ‖z‖ / ‖s‖)²`` with ‖·‖ the batch mean of
-    per-sample norms; a 0-d tensor, computed without leaving the device."""
+    per-sample norms; a 0-d tensor, computed without leaving the device.
+
+    Where the score is zero everywhere (e.g. a freshly initialised ε-network) the rule would
+    give an infinite step; there is nothing to correct toward, so the step size is 0 instead."""
     grad_norm = torch.linalg.vector_norm(score_value.reshape(score_value.shape[0], -1), dim=-1).mean()
     noise_norm = torch.linalg.vector_norm(noise.reshape(noise.shape[0], -1), dim=-1).mean()
-    return 2.0 * alpha * (snr * noise_norm / grad_norm) ** 2
+    ratio = torch.where(grad_norm > 0, snr * noise_norm / grad_norm, torch.zeros_like(grad_norm))
+    return 2.0 * alpha * ratio ** 2
 
 
 # --------------------------------------------------------------------------------------
