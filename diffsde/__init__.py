@@ -10,7 +10,7 @@ everything else is here.
 
 from . import metrics, toys
 from .ddpm import VLBTerms, ddpm_posterior, ddpm_reverse_mean, normal_kl, predict_x0, vlb
-from .exact_law import exact_output_law
+from .exact_law import exact_output_law, has_exact_law
 from .nets import EpsilonMLP, TimeEmbedding
 from .samplers import SAMPLERS, NonFiniteSampleError, langevin_step, sample
 from .schedules import BetaSchedule, TimeGrid
@@ -58,6 +58,7 @@ __all__ = [
     "NonFiniteSampleError",
     "langevin_step",
     "exact_output_law",
+    "has_exact_law",
     "ddpm_posterior",
     "ddpm_reverse_mean",
     "predict_x0",

@@ -24,7 +24,7 @@ from .samplers import check_grid_for, plan, resolve_grid
 from .schedules import BetaSchedule, TimeGrid
 from .scores import GaussianScore
 
-__all__ = ["exact_output_law"]
+__all__ = ["exact_output_law", "has_exact_law"]
 
 
 def exact_output_law(method: str, score: GaussianScore, schedule: BetaSchedule | None = None,
@@ -52,7 +52,7 @@ def exact_output_law(method: str, score: GaussianScore, schedule: BetaSchedule |
     if run_plan.fixed is None:
         raise ValueError(f"exact_output_law needs a fixed-step method; {method!r} with options {run_plan.options} "
                          f"is not (adaptive or torchsde-driven steps are not affine maps of the noise)")
-    if method == "pc" and run_plan.step_options["step_size"] is None and run_plan.step_options["corrector_steps"]:
+    if not _is_affine(run_plan):
         raise ValueError("exact_output_law needs pc with a numeric step_size: Song's snr rule uses batch "
                          "statistics of the score, so the step is not an affine map of each sample")
     time_grid = resolve_grid(schedule, grid, t_min, exact_times)
@@ -75,6 +75,20 @@ def exact_output_law(method: str, score: GaussianScore, schedule: BetaSchedule |
         cov = transition @ cov @ transition.T + noise_map @ noise_map.T
         cov = 0.5 * (cov + cov.T)
     return mean, cov
+
+
+def has_exact_law(method: str, **options) -> bool:
+    """Whether :func:`exact_output_law` can propagate ``method`` with ``options``: a fixed-step
+    method whose step is affine in (x, z) for an affine score — not the adaptive ODE, not
+    torchsde, and pc only with a numeric ``step_size`` (Song's snr rule uses batch statistics).
+    Unknown methods or options raise as in :func:`diffsde.sample`."""
+    run_plan = plan(method, options)
+    return run_plan.fixed is not None and _is_affine(run_plan)
+
+
+def _is_affine(run_plan) -> bool:
+    return not (run_plan.method == "pc" and run_plan.step_options["step_size"] is None
+                and run_plan.step_options["corrector_steps"])
 
 
 def _start_law(score: GaussianScore, start, T: float) -> tuple[Tensor, Tensor]:

@@ -14,7 +14,7 @@ import torch
 
 from conftest import make_generator
 from diffsde import (SAMPLERS, BetaSchedule, EpsilonMLP, EpsilonScore, GaussianScore, NonFiniteSampleError,
-                     TimeGrid, exact_output_law, sample)
+                     TimeGrid, exact_output_law, has_exact_law, sample)
 from diffsde.experiments import fit_order
 from diffsde.metrics import gaussian_w2, mode_weights
 from diffsde.samplers import TORCHSDE_SOLVERS, langevin_step, plan, snr_step_size
@@ -436,6 +436,10 @@ def test_exact_output_law_refuses_what_it_cannot_propagate():
         exact_output_law("pc", GAUSSIAN)
     with pytest.raises(ValueError, match="start must be"):
         exact_output_law("em", GAUSSIAN, start="uniform")
+    # has_exact_law says the same thing before any work.
+    assert [has_exact_law(m, **o) for m, o in FIXED_METHODS] == [True] * len(FIXED_METHODS)
+    assert not has_exact_law("torchsde") and not has_exact_law("ode", solver="RK45") and not has_exact_law("pc")
+    assert has_exact_law("pc", step_size=0.01) and has_exact_law("pc", corrector_steps=0)
 
 
 def test_progress_bar_is_shown_on_request(capsys):
