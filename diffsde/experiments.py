@@ -47,7 +47,6 @@ import math
 import os
 import re
 import statistics
-import tempfile
 from dataclasses import dataclass, field
 from numbers import Integral, Real
 from pathlib import Path
@@ -58,6 +57,7 @@ import scipy.stats
 import torch
 from torch import Tensor
 
+from ._io import write_text_atomic
 from ._table import format_table
 from .exact_law import exact_output_law, has_exact_law
 from .metrics import gaussian_w2, sliced_wasserstein
@@ -297,20 +297,8 @@ def _parse_cell(cell: str):
 
 
 def _write_atomic(path: PathLike, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, flush it to disk, then rename it over
-    ``path`` (os.replace): a crash leaves the old file or the new one, never half of one."""
-    path = Path(path)
-    handle = tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp",
-                                         delete=False, encoding="utf-8", newline="")
-    try:
-        with handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
+    """Write ``text`` to ``path`` atomically (temporary file, fsync, os.replace)."""
+    write_text_atomic(path, text)
 
 
 # --------------------------------------------------------------------------------------

@@ -15,7 +15,6 @@ import hashlib
 import itertools
 import math
 import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ._checks import TimeLike, check_data
+from ._io import write_atomic
 from .nets import EpsilonMLP
 from .schedules import BetaSchedule
 from .scores import EpsilonScore
@@ -534,31 +534,7 @@ def save_checkpoint(path: PathLike, state: TrainState) -> None:
         "losses": state.losses[:state.step].clone(),
     }
     payload["checksum"] = _checksum(payload)
-    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
-    try:
-        with handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename durable (POSIX); a no-op where directories cannot be opened."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    write_atomic(path, lambda handle: torch.save(payload, handle))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,260 @@
+"""The ``diffsde`` command, end to end at small size: the demo in a real subprocess, the
+other commands in-process through ``main([...])``; user errors are one stderr line with
+exit status 2 and no traceback; output folders are all-or-nothing and never overwritten
+without ``--force``.
+
+The numbers the commands print come from library functions tested elsewhere; here the
+check is that the files hold exactly what those functions return for the same arguments."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from diffsde import cli, toys
+from diffsde.experiments import StudyResult, alpha_bar_limit, convergence_study
+from diffsde.training import load_checkpoint
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+REPO = Path(__file__).resolve().parents[1]
+SMALL_TRAIN = ["--train-steps", "30", "--batch-size", "64", "--hidden", "16", "--no-progress"]
+
+
+def run(argv, capsys) -> tuple[int, str, str]:
+    status = cli.main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def assert_one_line_error(status: int, err: str) -> None:
+    assert status == 2
+    assert err.count("\n") == 1 and err.startswith("diffsde") and "error:" in err
+    assert "Traceback" not in err
+
+
+def no_leftovers(folder: Path) -> bool:
+    """No temporary ``.name.*.partial`` / ``.old`` folders left beside the outputs."""
+    return not [p for p in folder.iterdir() if p.name.startswith(".")]
+
+
+# -- the main job, as a user runs it -------------------------------------------------------
+
+def test_demo_end_to_end_in_a_subprocess(tmp_path):
+    out = tmp_path / "report"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-m", "diffsde", "demo", "--small", "--out", str(out), "--no-progress"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    payload = json.loads((out / "metrics.json").read_text())
+    rows = payload["rows"]
+    # 7 methods x (learned, exact) + the noise-floor row, each with every metric, all finite.
+    assert [(row["score"], row["method"]) for row in rows[:-1]] == \
+        [(score, method) for score in ("learned", "exact") for method in cli.DEMO_METHODS]
+    assert rows[-1]["method"] == "exact samples"
+    for row in rows:
+        for column in ("sw2", "energy", "mode_tv", "mean_err", "cov_err"):
+            assert np.isfinite(row[column]) and row[column] >= 0
+    # The printed table is the JSON's table, and it names the report folder.
+    assert cli.format_table(rows, cli.DEMO_COLUMNS) in done.stdout
+    assert f"report: {out}" in done.stdout
+    report = (out / "report.md").read_text()
+    assert cli.format_table(rows, cli.DEMO_COLUMNS) in report
+    figures = sorted(p.name for p in out.glob("*.png"))
+    assert figures == ["alpha_bar.png", "densities.png", "error_vs_nfe.png", "loss.png", "paths.png",
+                       "samples_exact.png", "samples_learned.png"]
+    for name in figures:
+        assert (out / name).read_bytes()[:8] == PNG_SIGNATURE
+        assert f"]({name})" in report
+    assert load_checkpoint(out / "checkpoint.pt").step == payload["settings"]["train_config"]["steps"]
+    assert no_leftovers(tmp_path)
+
+
+def test_a_corrupt_checkpoint_is_one_line_without_traceback(tmp_path, capsys):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    status, _, err = run(["sample", "--checkpoint", bad, "--out", tmp_path / "s"], capsys)
+    assert_one_line_error(status, err)
+    assert "not a readable checkpoint" in err
+    assert not (tmp_path / "s").exists()
+
+
+# -- output folders ----------------------------------------------------------------------
+
+def test_existing_output_folder_is_refused_without_force_and_replaced_with_it(tmp_path, capsys):
+    out = tmp_path / "lim"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    status, _, err = run(["limit", "--n", "100", "1000", "--out", out], capsys)
+    assert_one_line_error(status, err)
+    assert "--force" in err
+    assert (out / "keep.txt").read_text() == "mine"
+    status, _, _ = run(["limit", "--n", "100", "1000", "--out", out, "--force"], capsys)
+    assert status == 0
+    assert sorted(p.name for p in out.iterdir()) == ["alpha_bar.png", "limit.json"]
+    assert no_leftovers(tmp_path)
+
+
+def test_existing_folder_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "report"
+    out.mkdir()
+    monkeypatch.setattr(cli, "train", lambda *a, **k: pytest.fail("trained although the output folder exists"))
+    status, _, err = run(["demo", "--small", "--out", out], capsys)
+    assert_one_line_error(status, err)
+
+
+def test_an_interrupted_command_leaves_no_folder(tmp_path, capsys, monkeypatch):
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli.plots, "training_loss", interrupt)  # after training, while writing figures
+    status, out, err = run(["train", "--out", tmp_path / "t", *SMALL_TRAIN], capsys)
+    assert status == 130
+    assert err == "diffsde train: interrupted\n"
+    assert not (tmp_path / "t").exists() and no_leftovers(tmp_path)
+
+
+def test_a_file_in_the_way_is_never_replaced(tmp_path, capsys):
+    target = tmp_path / "file"
+    target.write_text("data")
+    status, _, err = run(["limit", "--n", "100", "1000", "--out", target, "--force"], capsys)
+    assert_one_line_error(status, err)
+    assert target.read_text() == "data"
+
+
+# -- the commands --------------------------------------------------------------------------
+
+def test_train_then_sample_from_the_checkpoint(tmp_path, capsys, device):
+    status, out, _ = run(["train", "--out", tmp_path / "t", "--device", device, "--toy", "ring", *SMALL_TRAIN], capsys)
+    assert status == 0 and "checkpoint:" in out
+    summary = json.loads((tmp_path / "t" / "train.json").read_text())
+    checkpoint = load_checkpoint(tmp_path / "t" / "checkpoint.pt")
+    assert summary["toy"] == "ring" and checkpoint.step == 30 and checkpoint.model_config["hidden"] == 16
+    for fmt in ("pt", "npy", "csv"):
+        status, out, _ = run(["sample", "--checkpoint", tmp_path / "t", "--method", "ddpm", "--steps", 30,
+                              "--n-samples", 64, "--format", fmt, "--device", device, "--no-progress",
+                              "--out", tmp_path / f"s_{fmt}"], capsys)
+        assert status == 0
+        record = json.loads((tmp_path / f"s_{fmt}" / "sample.json").read_text())
+        assert record["toy"] == "ring"  # read from the training folder's train.json
+        assert record["nfe"] == record["steps"] == 29  # linear(30) grid stopped at its first time >= 1e-3
+        assert set(record["metrics"]) == {"sw2", "mmd", "energy", "mode_tv", "mean_err", "cov_err"}
+        assert _load_samples(tmp_path / f"s_{fmt}" / f"samples.{fmt}").shape == (64, 2)
+
+
+def _load_samples(path: Path) -> np.ndarray:
+    if path.suffix == ".pt":
+        return torch.load(path).numpy()
+    if path.suffix == ".npy":
+        return np.load(path)
+    return np.loadtxt(path, delimiter=",", skiprows=1)
+
+
+def test_sample_with_an_exact_score_is_reproducible(tmp_path, capsys, device):
+    def draw(name: str, seed: int) -> np.ndarray:
+        status, _, _ = run(["sample", "--toy", "gaussian", "--exact", "--method", "ode-heun", "--steps", 30,
+                            "--n-samples", 16, "--seed", seed, "--format", "npy", "--device", device,
+                            "--no-progress", "--out", tmp_path / name], capsys)
+        assert status == 0
+        return np.load(tmp_path / name / "samples.npy")
+
+    first, again, other = draw("a", 1), draw("b", 1), draw("c", 2)
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+
+
+def test_converge_writes_what_convergence_study_returns(tmp_path, capsys):
+    status, out, _ = run(["converge", "--toy", "gaussian", "--methods", "em", "ode-heun", "--ns", 25, 50, 100,
+                          "--out", tmp_path / "c"], capsys)
+    assert status == 0
+    saved = StudyResult.load(tmp_path / "c" / "convergence.json")
+    expected = convergence_study(toys.gaussian(), ["em", "ode-heun"], [25, 50, 100])
+    assert saved.rows == expected.rows and saved.summary == expected.summary
+    assert expected.summary_table(["method", "estimator", "declared_order", "order", "order_ci_low",
+                                   "order_ci_high", "fit_points"]) in out
+    assert (tmp_path / "c" / "convergence.png").read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_compare_with_a_checkpoint_and_with_the_exact_score(tmp_path, capsys):
+    assert run(["train", "--out", tmp_path / "t", *SMALL_TRAIN], capsys)[0] == 0
+    for name, extra in (("exact", []), ("learned", ["--checkpoint", tmp_path / "t" / "checkpoint.pt"])):
+        status, out, _ = run(["compare", "--methods", "ddpm", "ode-euler", "--ns", 21, 30, "--n-samples", 64,
+                              "--repeats", 1, "--no-progress", "--out", tmp_path / name, *extra], capsys)
+        assert status == 0
+        result = StudyResult.load(tmp_path / name / "comparison.json")
+        assert [(row["method"], row["n"]) for row in result.rows] == \
+            [("ddpm", 21), ("ddpm", 30), ("ode-euler", 21), ("ode-euler", 30)]
+        assert result.table() in out
+        assert ("EpsilonScore" in result.meta["score"]) == (name == "learned")
+
+
+def test_limit_prints_the_alpha_bar_table(capsys):
+    status, out, _ = run(["limit", "--n", 100, 1000], capsys)
+    assert status == 0
+    rows, orders = alpha_bar_limit(["linear"], [100, 1000])
+    assert cli.format_table(rows, ["schedule", "n", "T", "max_error", "n_times_error", "max_error_exact_times"]) in out
+    assert f"fitted order (linear): {orders['linear']:.3f}" in out
+
+
+def test_limit_writes_its_table_when_asked(tmp_path, capsys):
+    assert run(["limit", "--n", 100, 1000, "--out", tmp_path / "l"], capsys)[0] == 0
+    saved = json.loads((tmp_path / "l" / "limit.json").read_text())
+    rows, orders = alpha_bar_limit(["linear"], [100, 1000])
+    assert saved == {"rows": rows, "orders": orders}
+
+
+@pytest.mark.parametrize("command", ["demo", "train", "sample", "compare", "converge", "limit"])
+def test_every_command_has_help_with_the_common_options(command, capsys):
+    status, out, _ = run([command, "--help"], capsys)
+    assert status == 0
+    for option in ("--seed", "--device", "--out", "--force"):
+        assert option in out
+
+
+def test_the_global_rng_and_thread_count_are_left_alone(capsys):
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    threads = torch.get_num_threads()
+    torch.manual_seed(123)
+    assert run(["limit", "--n", 100, 1000, "--threads", 1, "--seed", 7], capsys)[0] == 0
+    assert torch.equal(torch.rand(3), expected) and torch.get_num_threads() == threads
+
+
+# -- user errors -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["demo", "--seed", "-1"], "--seed"),
+    (["demo", "--n-samples", "many"], "--n-samples"),
+    (["demo", "--device", "gpu0"], "--device"),
+    (["demo", "--steps", "10"], "--steps"),
+    (["train", "--toy", "unicorn"], "--toy"),
+    (["train", "--lr", "-1"], "--lr"),
+    (["sample", "--method", "rk4", "--toy", "ring", "--exact"], "unknown method spec"),
+    (["sample", "--toy", "ring"], "exactly one of --checkpoint"),
+    (["sample", "--exact"], "--exact needs --toy"),
+    (["sample", "--toy", "moons", "--exact"], "no exact score"),
+    (["sample", "--checkpoint", "no/such/file.pt"], "no checkpoint"),
+    (["compare", "--toy", "moons"], "has none"),
+    (["compare", "--ns", "50", "25"], "increasing"),
+    (["converge", "--ns", "25", "50"], "at least 3"),
+    (["limit", "--schedule", "quadratic"], "--schedule"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_bad_arguments_are_one_line_on_stderr(argv, fragment, tmp_path, capsys):
+    status, out, err = run([*argv, "--out", tmp_path / "out"] if argv[0] != "frobnicate" else argv, capsys)
+    assert_one_line_error(status, err)
+    assert fragment in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_cuda_is_refused_clearly_when_absent(capsys):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    status, _, err = run(["demo", "--device", "cuda"], capsys)
+    assert_one_line_error(status, err)
+    assert "CUDA is not available" in err
