@@ -18,7 +18,9 @@ __all__ = ["TimeEmbedding", "EpsilonMLP", "log_snr"]
 
 
 def log_snr(t: Tensor) -> Tensor:
-    """``λ(t) = log(ᾱ / (1 - ᾱ)) = -t - log(1 - e^{-t})`` with ``ᾱ = e^{-t}``, for t > 0.
+    """``λ(t) = log(ᾱ / (1 - ᾱ)) = -t - log(1 - e^{-t})`` with ``ᾱ = e^{-t}``, for t > 0
+    (the log signal-to-noise ratio of Kingma et al. 2021, "Variational Diffusion Models", eq. 2,
+    in the OU's time).
 
     Computed with ``expm1`` so it is accurate at both ends: ``λ ≈ -log t`` as t -> 0 and
     ``λ ≈ -t`` for large t (no overflow: ``e^{-t}`` only ever underflows to 0).

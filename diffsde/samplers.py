@@ -70,18 +70,22 @@ def ddpm_step(score: Score, x: Tensor, interval: Interval, noise: Tensor, varian
 
 
 def em_step(score: Score, x: Tensor, interval: Interval, noise: Tensor) -> Tensor:
-    """Euler–Maruyama on the reverse SDE: ``x <- x + h (½ x + s(x, t)) + sqrt(h) z``."""
+    """Euler–Maruyama on the reverse SDE (seed 000, eq. "1.5 reverse diffusion process"; Song et al.
+    2021, eq. 6 for the VP SDE with β = 1): ``x <- x + h (½ x + s(x, t)) + sqrt(h) z``."""
     h = interval.h
     return x + h * reverse_sde_drift(x, score(x, interval.t_from)) + math.sqrt(h) * noise[0]
 
 
 def ode_euler_step(score: Score, x: Tensor, interval: Interval, noise: Tensor) -> Tensor:
-    """Euler on the probability-flow ODE: ``x <- x + h (½ x + ½ s(x, t))``."""
+    """Euler on the probability-flow ODE (Song et al. 2021, eq. 13 with f = -½x, g = 1):
+    ``x <- x + h (½ x + ½ s(x, t))``."""
     return x + interval.h * probability_flow_drift(x, score(x, interval.t_from))
 
 
 def ode_heun_step(score: Score, x: Tensor, interval: Interval, noise: Tensor) -> Tensor:
-    """Heun (explicit trapezoid) on the probability-flow ODE; evaluates the score at both ends."""
+    """Heun (explicit trapezoid; Karras et al. 2022, Algorithm 1) on the probability-flow ODE
+    (Song et al. 2021, eq. 13): ``x̃ = x + h v(x, t)``, ``x <- x + ½ h (v(x, t) + v(x̃, t - h))``
+    with ``v = ½ x + ½ s``; evaluates the score at both ends of the step."""
     h = interval.h
     velocity = probability_flow_drift(x, score(x, interval.t_from))
     predicted = x + h * velocity

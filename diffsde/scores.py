@@ -37,7 +37,8 @@ ArrayLike = Union[Tensor, Sequence]
 
 
 def noise_std(t: TimeLike) -> Union[float, Tensor]:
-    """``sqrt(1 - e^{-t})``, the standard deviation of the noise in x_t given x0."""
+    """``sqrt(1 - e^{-t})``, the standard deviation of the noise in x_t given x0
+    (seed 000: ``x_t = e^{-t/2} x0 + sqrt(1 - e^{-t}) ε``; DESIGN.md "One time variable")."""
     return sqrt(one_minus_exp_neg(float(t) if not isinstance(t, Tensor) else t))
 
 
@@ -67,6 +68,11 @@ def _as_float64(value: ArrayLike, name: str) -> Tensor:
 
 class GaussianMixtureScore:
     """Exact score, log-density and sampler of p_t for ``p_0 = Σ_k w_k N(μ_k, Σ_k)`` in any dimension d.
+
+    The OU maps each component to ``N(e^{-t/2} μ_k, e^{-t} Σ_k + (1 - e^{-t}) I)`` (seed 000's
+    marginal x_t = e^{-t/2} x0 + sqrt(1 - e^{-t}) ε applied to a Gaussian; DESIGN.md "Exact
+    scores are first-class"), so ``s = -Σ_k r_k(x) Σ_{t,k}^{-1} (x - e^{-t/2} μ_k)`` with
+    responsibilities r_k (docs/theory/forward.md).
 
     Args:
         weights: (K,) non-negative, summing to 1 (within 1e-6; then renormalised).
@@ -291,7 +297,8 @@ class GaussianMixtureScore:
 class GaussianScore(GaussianMixtureScore):
     """Exact score, log-density and sampler of p_t for ``p_0 = N(mean, cov)``.
 
-    ``p_t = N(e^{-t/2} mean, e^{-t} cov + (1 - e^{-t}) I)``; the score is affine in x,
+    ``p_t = N(e^{-t/2} mean, e^{-t} cov + (1 - e^{-t}) I)`` (seed 000's marginal applied to a
+    Gaussian; DESIGN.md "Exact scores are first-class"); the score is affine in x,
     which is what makes :func:`diffsde.exact_output_law` possible.
 
     Args:
