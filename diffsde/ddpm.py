@@ -35,9 +35,11 @@ def ddpm_posterior(x_t: Tensor, x0: Tensor, alpha_bar_t: AlphaBar,
         β̃_t = (1 - ᾱ_{t-1}) / (1 - ᾱ_t) · β_t,      α_t = ᾱ_t / ᾱ_{t-1},  β_t = 1 - α_t.
 
     Args:
-        x_t, x0: (batch, ...) tensors of the same shape.
-        alpha_bar_t, alpha_bar_prev: ᾱ at the step's two ends, ``0 < ᾱ_t < ᾱ_{t-1} <= 1``;
-            Python floats, 0-d tensors or (batch,) tensors.
+        x_t: (batch, ...) tensor.
+        x0: (batch, ...) tensor of x_t's shape.
+        alpha_bar_t: ᾱ at the step's noisier end, ``0 < ᾱ_t < ᾱ_{t-1}``; a Python float, a 0-d
+            tensor or a (batch,) tensor.
+        alpha_bar_prev: ᾱ at the step's other end, ``ᾱ_t < ᾱ_{t-1} <= 1``; same forms.
     Returns:
         (μ̃ of x_t's shape, β̃ as a float or a tensor that broadcasts against it). At the first
         step (ᾱ_{t-1} = 1) β̃ = 0 and μ̃ = x0.

@@ -34,9 +34,13 @@ def exact_output_law(method: str, score: GaussianScore, schedule: BetaSchedule |
     """Mean (d,) and covariance (d, d), float64, of what ``sample(score, method, ...)`` returns.
 
     Args:
-        method, schedule, grid, t_min, exact_times, **options: as for :func:`diffsde.sample`;
-            the method must be fixed-step ("vp", "ddpm", "em", "ode" with solver "euler" or
-            "heun", or "pc" with a numeric ``step_size``).
+        method: as for :func:`diffsde.sample`, and fixed-step ("vp", "ddpm", "em", "ode" with
+            solver "euler" or "heun", or "pc" with a numeric ``step_size``).
+        schedule: as for :func:`diffsde.sample`.
+        grid: as for :func:`diffsde.sample`.
+        t_min: as for :func:`diffsde.sample`.
+        exact_times: as for :func:`diffsde.sample`.
+        **options: the method's options, as for :func:`diffsde.sample`.
         score: a :class:`GaussianScore` (its score is affine in x).
         start: "exact" (the exact p_T, so only discretization error remains), "prior"
             (N(0, I), as the samplers start by default), or a (mean, cov) pair.

@@ -462,8 +462,10 @@ class MonteCarlo:
             with standard error ``std / sqrt(repeats)`` (NaN for one repeat).
         n_projections: directions of the sliced Wasserstein distance; fixed (drawn from a CPU
             generator seeded with ``projection_seed``) so every error uses the same ones.
-        seed, projection_seed: ints.
-        device: where samples are drawn ("cpu" or "cuda"); dtype: their precision.
+        seed: int seed of the first repeat.
+        projection_seed: int seed of the projections.
+        device: where samples are drawn ("cpu" or "cuda").
+        dtype: the samples' precision.
 
     Repeat r uses the same seed for every method and step count (common random numbers),
     which makes differences between rows less noisy than the errors themselves.
@@ -609,7 +611,10 @@ def convergence_study(target, methods: Sequence = DEFAULT_METHODS,
         methods: method specs (:func:`resolve_method`).
         ns: at least three strictly increasing step counts (three so the interval exists);
             the linear grid needs n >= 21.
-        grid, t_min, T: the grids (module docstring). prior: "exact" or "normal".
+        grid: "linear", "uniform" or a function of n returning a TimeGrid (module docstring).
+        t_min: where the grids end (module docstring).
+        T: where "uniform" grids start (module docstring).
+        prior: "exact" or "normal".
         estimator: "auto" (exact where possible), "exact" (refuse otherwise), "monte_carlo".
         monte_carlo: :class:`MonteCarlo` settings (default ``MonteCarlo()``); the Monte
             Carlo estimate needs ``repeats >= 2`` (its error bars).
@@ -777,9 +782,16 @@ def error_budget(target, score=None, method="em", n: int = 100, *, grid: GridSpe
     for every row, so an unchanged configuration gives an identical error).
 
     Args:
-        target: as :func:`convergence_study`. score: the score to judge (default: exact).
-        method: one method spec. n: steps. fine_factor: int >= 2.
-        grid, t_min, T, estimator, monte_carlo: as :func:`convergence_study`.
+        target: as :func:`convergence_study`.
+        score: the score to judge (default: the target's exact score).
+        method: one method spec.
+        n: steps.
+        fine_factor: int >= 2, the refinement that switches discretization off.
+        grid: as :func:`convergence_study`.
+        t_min: as :func:`convergence_study`.
+        T: as :func:`convergence_study`.
+        estimator: as :func:`convergence_study`.
+        monte_carlo: as :func:`convergence_study`.
 
     Returns:
         StudyResult(kind="error_budget"): rows (source, switched_off, steps, t_end, prior,

@@ -182,8 +182,10 @@ def gaussian_kl(mean1: ArrayLike, cov1: ArrayLike, mean2: ArrayLike, cov2: Array
     the two Gaussians, and without bound as Σ2 shrinks against Σ1 (it is not symmetric).
 
     Args:
-        mean1, mean2: (d,) (or scalars when d = 1). cov1, cov2: (d, d) symmetric
-            positive-definite (or scalar variances when d = 1).
+        mean1: (d,) (or a scalar when d = 1).
+        cov1: (d, d) symmetric positive-definite (or a scalar variance when d = 1).
+        mean2: (d,) (or a scalar when d = 1).
+        cov2: (d, d) symmetric positive-definite (or a scalar variance when d = 1).
 
     Raises:
         ValueError: shape mismatch, non-finite entries, or a covariance that is not
@@ -211,8 +213,10 @@ def gaussian_w2(mean1: ArrayLike, cov1: ArrayLike, mean2: ArrayLike, cov2: Array
     and finite for singular covariances.
 
     Args:
-        mean1, mean2: (d,) (or scalars when d = 1). cov1, cov2: (d, d) symmetric
-            positive semi-definite (or scalar variances when d = 1).
+        mean1: (d,) (or a scalar when d = 1).
+        cov1: (d, d) symmetric positive semi-definite (or a scalar variance when d = 1).
+        mean2: (d,) (or a scalar when d = 1).
+        cov2: (d, d) symmetric positive semi-definite (or a scalar variance when d = 1).
 
     Raises:
         ValueError: shape mismatch, non-finite entries, or a covariance that is not

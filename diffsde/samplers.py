@@ -362,8 +362,9 @@ def sample(score: Score, method: str, schedule: BetaSchedule | None = None,
         progress: show a tqdm bar over the steps.
         prior: "normal" (N(0, I), the default) or "exact" (the score's own p_T via
             ``score.sample(n, t=T)``; exact scores only).
-        device, dtype: where and in what precision to sample when ``x_T`` is not given
-            (default: the generator's device or the CPU; float32).
+        device: where to sample when ``x_T`` is not given (default: the generator's device
+            or the CPU).
+        dtype: the precision when ``x_T`` is not given (default float32).
         check_finite: raise :class:`NonFiniteSampleError` naming the method, step and time
             if the state becomes NaN or infinite; checked every ``check_every`` steps (no
             per-step host synchronisation) and pinned to the exact step by replaying the window.

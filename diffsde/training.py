@@ -93,8 +93,10 @@ class TrainConfig:
             ``τ_i = -log ᾱ_i``, where the OU marginal is exactly DDPM's q(x_i | x0). That is where
             :func:`diffsde.ddpm.vlb` and a sampler on ``schedule.grid(exact_times=True)`` query
             the network; seed-000 times t_i = Σ β_j would be off by O(β) from the ᾱ_i the chain uses.
-        t_min, T: range of "uniform" times, ``0 < t_min < T < inf`` (OU time); unused by "grid".
-        schedule, schedule_n: the "grid" schedule ("linear" or "cosine", n steps); unused by "uniform".
+        t_min: lower end of "uniform" times, ``0 < t_min < T`` (OU time); unused by "grid".
+        T: upper end of "uniform" times, ``t_min < T < inf`` (OU time); unused by "grid".
+        schedule: the "grid" schedule, "linear" or "cosine"; unused by "uniform".
+        schedule_n: its number of steps; unused by "uniform".
         seed: seed of the run's generator (when :func:`train` is not handed one).
     """
 
