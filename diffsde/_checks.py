@@ -42,6 +42,8 @@ def check_time(t: TimeLike, name: str = "t", *, low: float = 0.0, high: float | 
     interval = f"{'(' if strict_low else '['}{low:g}, {'inf)' if high is None else f'{high:g}]'}"
     if bad_nan:
         raise ValueError(f"{name} must be in {interval}, got NaN")
+    if math.isinf(t_high) or math.isinf(t_low):
+        raise ValueError(f"{name} must be a finite time in {interval}, got {t_high if math.isinf(t_high) else t_low:g}")
     if t_low < low or (strict_low and t_low <= low):
         raise ValueError(f"{name} must be in {interval}, got {t_low:g}")
     if high is not None and t_high > high:
