@@ -92,8 +92,12 @@ class EpsilonMLP(nn.Module):
     a (batch,) tensor of OU times t > 0; returns (batch, dim) in x's dtype (which must be the
     parameters' dtype). Raises ValueError for a wrong x shape (naming the expected dimension),
     a wrong t shape, or t <= 0 / NaN; TypeError for a dtype that is not the parameters'.
-    The time check reads t on the host; it is skipped inside ``torch.compile``.
+    The time check reads a tensor t on the host; it is skipped inside ``torch.compile``, and a
+    Python float t (what :class:`diffsde.EpsilonScore` passes, ``accepts_float_time``) needs no
+    device synchronisation at all.
     """
+
+    accepts_float_time = True
 
     def __init__(self, dim: int, hidden: int = 128, depth: int = 3, embed_dim: int = 32):
         super().__init__()

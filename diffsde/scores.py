@@ -341,7 +341,8 @@ class EpsilonScore:
     Args:
         eps_model: callable ``eps_model(x, t)`` with x of shape (batch, d) and t a (batch,)
             tensor of OU times, returning ε of x's shape (an ``nn.Module`` such as
-            :class:`diffsde.EpsilonMLP`).
+            :class:`diffsde.EpsilonMLP`). A model with ``accepts_float_time = True`` is
+            handed a scalar time as a Python float instead.
 
     The division is singular at t = 0, so ``t <= 0`` raises ValueError: samplers stop at
     ``t_min > 0`` or take a final step that does not evaluate the score at 0.
@@ -362,9 +363,14 @@ class EpsilonScore:
     def __call__(self, x: Tensor, t: TimeLike) -> Tensor:
         check_data(x, "x")
         check_time(t, "t", strict_low=True)
-        t_model = t.to(device=x.device, dtype=x.dtype) if isinstance(t, Tensor) else None
-        if t_model is None or t_model.dim() == 0:
-            t_model = torch.full(x.shape[:1], float(t), device=x.device, dtype=x.dtype)
+        if _is_number(t) and getattr(self.eps_model, "accepts_float_time", False):
+            # The model takes the (already checked) Python float itself: no tensor of times to
+            # re-check on the host, so a CUDA sampling loop never synchronises here.
+            t_model = float(t)
+        else:
+            t_model = t.to(device=x.device, dtype=x.dtype) if isinstance(t, Tensor) else None
+            if t_model is None or t_model.dim() == 0:
+                t_model = torch.full(x.shape[:1], float(t), device=x.device, dtype=x.dtype)
         eps = self.eps_model(x, t_model)
         return score_from_epsilon(eps, noise_std(broadcast_time(t, x)))
 

@@ -446,3 +446,29 @@ def test_progress_bar_is_shown_on_request(capsys):
     sample(GAUSSIAN, "em", schedule=BetaSchedule.linear(30), n_samples=4, generator=0, progress=True)
     err = capsys.readouterr().err  # tqdm writes (and, leave=False, then clears) its bar on stderr
     assert "em:" in err and "/30" in err
+
+
+def test_sampling_a_learned_score_records_no_autograd_graph():
+    # A graph over every step would keep all intermediate states alive (gigabytes at N = 5000).
+    score = tiny_epsilon_score()
+    x = sample(score, "em", schedule=BetaSchedule.linear(30), n_samples=8, generator=0)
+    assert not x.requires_grad and x.grad_fn is None
+
+
+def test_epsilon_score_hands_float_times_to_models_that_accept_them():
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        def __init__(self, accepts: bool):
+            super().__init__()
+            self.accepts_float_time = accepts
+
+        def forward(self, x, t):
+            seen.append(t)
+            return torch.zeros_like(x)
+
+    x = torch.zeros(3, 2)
+    EpsilonScore(Recorder(True))(x, 0.5)
+    EpsilonScore(Recorder(False))(x, 0.5)
+    assert seen[0] == 0.5 and isinstance(seen[0], float)  # no tensor, so nothing to sync on CUDA
+    assert torch.equal(seen[1], torch.full((3,), 0.5))
