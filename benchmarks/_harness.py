@@ -24,12 +24,13 @@ import os
 import platform
 import resource
 import statistics
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
+
+from diffsde._io import write_text_atomic
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -208,16 +209,8 @@ def peak_memory(fn: Callable[[], object], device: torch.device) -> dict:
 # -- output -------------------------------------------------------------------------------
 
 def write_json(path: Path, payload: dict) -> Path:
-    """Write ``payload`` as indented JSON to ``path`` through a temp file and a rename."""
+    """Write ``payload`` as indented JSON to ``path`` atomically (diffsde's temp file + rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as out:
-            json.dump(payload, out, indent=2)
-            out.write("\n")
-        os.replace(temp, path)
-    except BaseException:
-        os.unlink(temp)
-        raise
+    write_text_atomic(path, json.dumps(payload, indent=2) + "\n")
     return path

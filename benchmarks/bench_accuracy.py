@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 import time
 import warnings
@@ -42,6 +41,7 @@ import torch
 
 import _harness as harness
 from diffsde import BetaSchedule, exact_output_law, metrics, sample, toys
+from diffsde._io import write_atomic
 from diffsde._table import format_table
 
 NFE_BUDGETS = [10, 20, 50, 100, 200, 500, 1000]
@@ -165,10 +165,8 @@ def plot(rows: list[dict], path) -> None:
             labels.setdefault(label, handle)
     figure.legend(labels.values(), labels.keys(), loc="lower center", ncol=min(len(labels), 6), fontsize=8)
     figure.tight_layout(rect=(0, 0.12, 1, 1))
-    temp = str(path) + ".tmp.png"
-    figure.savefig(temp, dpi=110)
+    write_atomic(path, lambda handle: figure.savefig(handle, format="png", dpi=110))
     plt.close(figure)
-    os.replace(temp, path)
 
 
 def parse_args(argv=None):

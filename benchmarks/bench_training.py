@@ -15,48 +15,19 @@ Prints a table and writes JSON with the machine's description to
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
+import _harness as harness
 from diffsde._table import format_table
 from diffsde.nets import EpsilonMLP
 from diffsde.training import TrainConfig, train
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BATCH_SIZES = [256, 1024, 4096, 16384, 65536]
-
-
-def machine_info(device: torch.device) -> dict:
-    info = {
-        "cpu": _cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "device": str(device),
-    }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-        info["cuda"] = torch.version.cuda
-    return info
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def run(model: EpsilonMLP, data: torch.Tensor, batch_size: int, steps: int, device: torch.device,
@@ -112,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "training",
         "model": {"class": "EpsilonMLP", "dim": 2, "hidden": args.hidden, "depth": args.depth, "embed_dim": 32},
         "mode": mode,
-        "machine": machine_info(device),
+        "machine": harness.machine_info(device),
         "results": rows,
     }
     print(f"EpsilonMLP(2, hidden={args.hidden}, depth={args.depth}) training on {device} ({mode}), "
@@ -120,23 +91,11 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table([{"batch": r["batch_size"], "steps": r["steps"], "seconds": r["seconds"],
                          "steps/s": r["steps_per_s"], "samples/s": r["samples_per_s"]} for r in rows]))
     out = args.out or RESULTS / f"training_{device.type}{'_compile' if args.compile else ''}.json"
-    _write_json(out, report)
+    harness.write_json(out, report)
     print(f"wrote {out}")
     return 0
 
 
-def _write_json(path: Path, report: dict) -> None:
-    """Write atomically: a temporary file in the same directory, then os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
-    try:
-        with handle:
-            json.dump(report, handle, indent=2)
-            handle.write("\n")
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
 
 if __name__ == "__main__":
     sys.exit(main())
