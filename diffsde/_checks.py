@@ -96,3 +96,19 @@ def check_data(x: Tensor, name: str = "x", *, dim: int | None = None) -> None:
         raise ValueError(f"{name} must have shape (..., d), got a 0-d tensor")
     if dim is not None and x.shape[-1] != dim:
         raise ValueError(f"{name} must have last dimension {dim}, got shape {tuple(x.shape)}")
+
+
+def real_float64(value, name: str, expected: str) -> Tensor:
+    """``value`` (a tensor or nested sequence of numbers) as a float64 CPU tensor, detached.
+
+    Raises TypeError naming ``name`` (``"{name} must be {expected}"``) for something that is
+    not numbers, and for complex or boolean values.
+    """
+    try:
+        out = torch.as_tensor(value.detach() if isinstance(value, Tensor) else value)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TypeError(f"{name} must be {expected}, got {type(value).__name__}") from err
+    if out.is_complex() or out.dtype == torch.bool:
+        raise TypeError(f"{name} must be real, got dtype {out.dtype}")
+    return out.to(device="cpu", dtype=torch.float64)
+

@@ -22,6 +22,8 @@ from typing import NamedTuple, Sequence, Union
 import torch
 from torch import Tensor
 
+from ._checks import real_float64
+
 __all__ = ["BetaSchedule", "TimeGrid", "Interval"]
 
 
@@ -217,13 +219,7 @@ class TimeGrid:
         Raises ValueError (naming the first bad index) unless ``times`` is 1-D with at least
         two finite entries, strictly decreasing, and ends at a time >= 0.
         """
-        try:
-            values = torch.as_tensor(times.detach() if isinstance(times, Tensor) else times)
-        except (TypeError, ValueError, RuntimeError) as err:
-            raise TypeError(f"grid must be a 1-D tensor of times, got {type(times).__name__}") from err
-        if values.is_complex() or values.dtype == torch.bool:
-            raise TypeError(f"grid must be real, got dtype {values.dtype}")
-        values = values.to(device="cpu", dtype=torch.float64)
+        values = real_float64(times, "grid", "a 1-D tensor of times")
         if values.dim() != 1 or values.numel() < 2:
             raise ValueError(f"grid must be 1-D with at least two times, got shape {tuple(values.shape)}")
         if not bool(torch.isfinite(values).all()):

@@ -21,7 +21,8 @@ from typing import Callable, Sequence, Union
 import torch
 from torch import Tensor
 
-from ._checks import TimeLike, broadcast_time, check_data, check_time, exp_neg, one_minus_exp_neg, sqrt
+from ._checks import (TimeLike, broadcast_time, check_data, check_time, exp_neg, one_minus_exp_neg, real_float64,
+                      sqrt)
 
 __all__ = [
     "GaussianMixtureScore",
@@ -54,13 +55,7 @@ def epsilon_from_score(score_value: Tensor, sigma: Union[float, Tensor]) -> Tens
 
 
 def _as_float64(value: ArrayLike, name: str) -> Tensor:
-    try:
-        out = torch.as_tensor(value.detach() if isinstance(value, Tensor) else value)
-    except (TypeError, ValueError, RuntimeError) as err:
-        raise TypeError(f"{name} must be a tensor or a nested sequence of numbers") from err
-    if out.is_complex() or out.dtype == torch.bool:
-        raise TypeError(f"{name} must be real, got dtype {out.dtype}")
-    out = out.to(device="cpu", dtype=torch.float64)
+    out = real_float64(value, name, "a tensor or a nested sequence of numbers")
     if not bool(torch.isfinite(out).all()):
         raise ValueError(f"{name} must be finite, got a NaN or infinite entry")
     return out
