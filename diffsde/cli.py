@@ -81,24 +81,23 @@ def _int_at_least(minimum: int) -> Callable[[str], int]:
     return parse
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
-    if not 0 < value < math.inf:
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
-    return value
+def _finite_float(what: str, allow_zero: bool) -> Callable[[str], float]:
+    """A parser of finite floats > 0 (or >= 0 with ``allow_zero``); messages name ``what``."""
+    bound = ">= 0" if allow_zero else "> 0"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what} {bound}, got {text!r}") from None
+        if not (0 <= value if allow_zero else 0 < value) or not value < math.inf:
+            raise argparse.ArgumentTypeError(f"expected a finite {what.split(' ', 1)[-1]} {bound}, got {text!r}")
+        return value
+    return parse
 
 
-def _time(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an OU time >= 0, got {text!r}") from None
-    if not 0 <= value < math.inf:
-        raise argparse.ArgumentTypeError(f"expected a finite OU time >= 0, got {text!r}")
-    return value
+_positive_float = _finite_float("a number", allow_zero=False)
+_time = _finite_float("an OU time", allow_zero=True)
 
 
 def _device(text: str) -> torch.device:
