@@ -12,7 +12,7 @@ from . import metrics, toys
 from .ddpm import VLBTerms, ddpm_posterior, ddpm_reverse_mean, normal_kl, predict_x0, vlb
 from .exact_law import exact_output_law, has_exact_law
 from .nets import EpsilonMLP, TimeEmbedding
-from .samplers import SAMPLERS, NonFiniteSampleError, langevin_step, sample
+from .samplers import METHODS, SAMPLERS, NonFiniteSampleError, Sampler, langevin_step, resolve_method, sample
 from .schedules import BetaSchedule, TimeGrid
 from .scores import (
     EpsilonFromScore,
@@ -55,6 +55,9 @@ __all__ = [
     "noise_std",
     "sample",
     "SAMPLERS",
+    "METHODS",
+    "Sampler",
+    "resolve_method",
     "NonFiniteSampleError",
     "langevin_step",
     "exact_output_law",

@@ -1,110 +1,132 @@
-"""The exact output law of a fixed-step sampler on Gaussian data, with no Monte Carlo noise.
+"""The exact output law of a sampler on Gaussian data, with no Monte Carlo noise.
 
-With a :class:`~diffsde.GaussianScore` the score is affine in x, and every fixed-step
-method's step is affine in (x, z): ``x' = M x + c + N z`` with z the step's standard
-normal noise. Started from N(m, C), the state stays Gaussian:
+With a :class:`~diffsde.GaussianScore` the score is affine in x, and a method that declares
+itself affine (:attr:`diffsde.samplers.Sampler.affine`: a fixed grid, no data-dependent step
+sizes) returns
 
-    m' = M m + c,        C' = M C Mᵀ + N Nᵀ.
+    x_out = A x_T + b + Σ_k C_k z_k,
 
-M, c and N are read off the sampler's own step function (the same code that samples) by
-evaluating it, in float64, on the probes x = 0, e_1..e_d with z = 0, and x = 0 with z = e_j:
-c is the image of 0, the columns of M and N the images of the unit vectors minus c. So the
-propagated law is the sampler's law exactly (up to float64 rounding), and a convergence
-study against the exact p_{t_min} measures pure discretization error.
+with z_k its standard normal draws (for torchsde, the Brownian increments and Lévy areas,
+standardised). Started from x_T ~ N(m, S), the output is Gaussian with
+
+    mean = A m + b,        cov = A S Aᵀ + Σ_k C_k C_kᵀ.
+
+A, b and the C_k are read off the method itself: the whole run (the same loop, steps, solver
+state and runners that sample) is made once, in float64, on probe inputs — row 0 is x_T = 0
+with all noise 0 (its output is b), rows 1..d are x_T = e_i (A's columns plus b), and each
+scalar noise draw has its own block of d rows where that draw is e_j and everything else 0
+(C's columns plus b). So multistep methods and torchsde's solvers (fed injected increments)
+get their exact law too, and a convergence study against the exact p_{t_min} measures pure
+discretization error.
 """
 
 from __future__ import annotations
 
-from typing import Sequence, Union
+from typing import Any, Sequence, Union
 
 import torch
 from torch import Tensor
 
-from .samplers import check_grid_for, plan, resolve_grid
+from .samplers import ProbeNoise, check_grid, integrate, resolve_grid, resolve_method
+from .samplers.registry import MethodSpec
 from .schedules import BetaSchedule, TimeGrid
 from .scores import GaussianScore
 
-__all__ = ["exact_output_law", "has_exact_law"]
+__all__ = ["exact_output_law", "has_exact_law", "output_affine_map"]
+
+PriorLike = Union[str, "tuple[Tensor, Tensor]"]
+_START_ALIASES = {"exact": "exact", "prior": "normal"}
 
 
-def exact_output_law(method: str, score: GaussianScore, schedule: BetaSchedule | None = None,
+def exact_output_law(method: MethodSpec, score: GaussianScore, schedule: BetaSchedule | None = None,
                      grid: Union[TimeGrid, Tensor, Sequence[float], None] = None, t_min: float | None = None,
-                     *, exact_times: bool = False, start: Union[str, tuple[Tensor, Tensor]] = "exact",
-                     **options) -> tuple[Tensor, Tensor]:
+                     *, exact_times: bool = False, prior: PriorLike | None = None,
+                     start: PriorLike | None = None, **options: Any) -> tuple[Tensor, Tensor]:
     """Mean (d,) and covariance (d, d), float64, of what ``sample(score, method, ...)`` returns.
 
     Args:
-        method: as for :func:`diffsde.sample`, and fixed-step ("vp", "ddpm", "em", "ode" with
-            solver "euler" or "heun", or "pc" with a numeric ``step_size``).
+        method: as for :func:`diffsde.sample`; the method must declare itself affine (every
+            fixed-grid method; pc with a numeric ``step_size``; torchsde without ``adaptive``).
+        score: a :class:`GaussianScore` (its score is affine in x).
         schedule: as for :func:`diffsde.sample`.
         grid: as for :func:`diffsde.sample`.
         t_min: as for :func:`diffsde.sample`.
         exact_times: as for :func:`diffsde.sample`.
+        prior: the law of x_T, with :func:`diffsde.sample`'s vocabulary and default: "normal"
+            (N(0, I), as the samplers start by default), "exact" (the exact p_T, so only
+            discretization error remains), or a (mean (d,), cov (d, d)) pair.
+        start: the older name of ``prior`` ("exact", "prior" meaning "normal", or a pair);
+            give one of the two.
         **options: the method's options, as for :func:`diffsde.sample`.
-        score: a :class:`GaussianScore` (its score is affine in x).
-        start: "exact" (the exact p_T, so only discretization error remains), "prior"
-            (N(0, I), as the samplers start by default), or a (mean, cov) pair.
 
     Raises:
         TypeError: the score is not a GaussianScore.
-        ValueError: the method is not fixed-step, or pc uses Song's batch-statistics step
-            size (which is not affine in the state).
+        ValueError: the method is not affine (adaptive steps; pc with Song's batch-statistics
+            step size), or a bad prior.
+    """
+    if start is not None:
+        if prior is not None:
+            raise TypeError("give prior or its older name start, not both")
+        prior = _START_ALIASES.get(start, start) if isinstance(start, str) else start
+        if isinstance(prior, str) and prior not in ("normal", "exact"):
+            raise ValueError(f"start must be 'exact', 'prior' or a (mean, cov) pair, got {start!r}")
+    A, b, C = output_affine_map(method, score, schedule, grid, t_min, exact_times=exact_times, **options)
+    time_grid = resolve_grid(schedule, grid, t_min, exact_times)
+    mean, cov = _prior_law(score, "normal" if prior is None else prior, time_grid.T)
+    out_cov = A @ cov @ A.T + C @ C.T
+    return A @ mean + b, 0.5 * (out_cov + out_cov.T)
+
+
+def output_affine_map(method: MethodSpec, score: GaussianScore, schedule: BetaSchedule | None = None,
+                      grid: Union[TimeGrid, Tensor, Sequence[float], None] = None, t_min: float | None = None,
+                      *, exact_times: bool = False, **options: Any) -> tuple[Tensor, Tensor, Tensor]:
+    """(A (d, d), b (d,), C (d, m·n·d)), float64: the sampler's output as ``A x_T + b + C z`` with
+    z the run's m·n·d standard normal scalars (m draws of d coordinates per step, n steps, in the
+    order the run draws them), read off the method by probes (module docstring).
+
+    Raises:
+        As :func:`exact_output_law`.
     """
     if not isinstance(score, GaussianScore):
         raise TypeError(f"exact_output_law needs an affine score (a GaussianScore), got {type(score).__name__}")
-    run_plan = plan(method, options)
-    if run_plan.fixed is None:
-        raise ValueError(f"exact_output_law needs a fixed-step method; {method!r} with options {run_plan.options} "
-                         f"is not (adaptive or torchsde-driven steps are not affine maps of the noise)")
-    if not _is_affine(run_plan):
-        raise ValueError("exact_output_law needs pc with a numeric step_size: Song's snr rule uses batch "
-                         "statistics of the score, so the step is not an affine map of each sample")
+    sampler = resolve_method(method, **options)
+    if not sampler.affine:
+        raise ValueError(f"exact_output_law needs a method that is affine in (x_T, noise); {sampler.label!r} with "
+                         f"options {dict(sampler.options)} is not (adaptive steps, or pc with Song's snr rule, "
+                         f"which uses batch statistics of the score): give pc a numeric step_size")
     time_grid = resolve_grid(schedule, grid, t_min, exact_times)
-    check_grid_for(run_plan, time_grid, score)
-    mean, cov = _start_law(score, start, time_grid.T)
+    check_grid(sampler, time_grid, score)
     d = score.dim
-    step, step_options, count = run_plan.fixed.step, run_plan.step_options, run_plan.fixed.noise_count
-    eye = torch.eye(d, dtype=torch.float64)
-    probes_x = torch.zeros(1 + d + count * d, d, dtype=torch.float64)
-    probes_x[1:1 + d] = eye
-    probes_noise = torch.zeros(count, 1 + d + count * d, d, dtype=torch.float64)
-    for j in range(count):
-        probes_noise[j, 1 + d + j * d:1 + d + (j + 1) * d] = eye
-    for interval in time_grid.intervals():
-        images = step(score, probes_x, interval, probes_noise, **step_options)
-        offset = images[0]
-        transition = (images[1:1 + d] - offset).T
-        noise_map = (images[1 + d:] - offset).T
-        mean = transition @ mean + offset
-        cov = transition @ cov @ transition.T + noise_map @ noise_map.T
-        cov = 0.5 * (cov + cov.T)
-    return mean, cov
+    noise = ProbeNoise(first_row=1 + d, draws_per_step=sampler.noise_draws, dim=d)
+    probes = torch.zeros(noise.rows(time_grid.n), d, dtype=torch.float64)
+    probes[1:1 + d] = torch.eye(d, dtype=torch.float64)
+    with torch.no_grad():
+        images, _, _ = integrate(sampler, score, time_grid, probes, noise, check_finite=False)
+    offset = images[0]
+    return (images[1:1 + d] - offset).T, offset, (images[1 + d:] - offset).T
 
 
-def has_exact_law(method: str, **options) -> bool:
-    """Whether :func:`exact_output_law` can propagate ``method`` with ``options``: a fixed-step
-    method whose step is affine in (x, z) for an affine score — not the adaptive ODE, not
-    torchsde, and pc only with a numeric ``step_size`` (Song's snr rule uses batch statistics).
-    Unknown methods or options raise as in :func:`diffsde.sample`."""
-    run_plan = plan(method, options)
-    return run_plan.fixed is not None and _is_affine(run_plan)
+def has_exact_law(method: MethodSpec, **options: Any) -> bool:
+    """Whether :func:`exact_output_law` can give ``method``'s law with ``options``: the method
+    declares itself affine in (x_T, noise) for an affine score. Unknown methods or options raise
+    as in :func:`diffsde.sample`."""
+    return resolve_method(method, **options).affine
 
 
-def _is_affine(run_plan) -> bool:
-    return not (run_plan.method == "pc" and run_plan.step_options["step_size"] is None
-                and run_plan.step_options["corrector_steps"])
-
-
-def _start_law(score: GaussianScore, start, T: float) -> tuple[Tensor, Tensor]:
+def _prior_law(score: GaussianScore, prior: PriorLike, T: float) -> tuple[Tensor, Tensor]:
     d = score.dim
-    if isinstance(start, str):
-        if start == "exact":
+    if isinstance(prior, str):
+        if prior == "exact":
             return score.mean_and_cov(T)
-        if start == "prior":
+        if prior == "normal":
             return torch.zeros(d, dtype=torch.float64), torch.eye(d, dtype=torch.float64)
-        raise ValueError(f"start must be 'exact', 'prior' or a (mean, cov) pair, got {start!r}")
-    mean, cov = (torch.as_tensor(v, dtype=torch.float64) for v in start)
+        raise ValueError(f"prior must be 'normal', 'exact' or a (mean, cov) pair, got {prior!r}")
+    try:
+        mean, cov = (torch.as_tensor(v, dtype=torch.float64) for v in prior)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TypeError(f"prior must be 'normal', 'exact' or a (mean, cov) pair of real arrays, got "
+                        f"{type(prior).__name__}") from err
     if mean.shape != (d,) or cov.shape != (d, d):
-        raise ValueError(f"start must be a (mean (d,), cov (d, d)) pair with d = {d}, "
+        raise ValueError(f"prior must be a (mean (d,), cov (d, d)) pair with d = {d}, "
                          f"got shapes {tuple(mean.shape)} and {tuple(cov.shape)}")
     return mean, cov

@@ -78,7 +78,8 @@ def test_declared_weak_order_is_the_fitted_slope_of_the_exact_error(method, opti
     errors = []
     for n in ns:
         schedule = BetaSchedule.linear(n)
-        mean, cov = exact_output_law(method, GAUSSIAN, schedule=schedule, exact_times=exact_times, **options)
+        mean, cov = exact_output_law(method, GAUSSIAN, schedule=schedule, exact_times=exact_times, prior="exact",
+                                     **options)
         errors.append(gaussian_w2(mean, cov, *GAUSSIAN.mean_and_cov(0.0)))
     assert all(a > b for a, b in zip(errors, errors[1:])), errors
     assert fit_order(ns, errors) == pytest.approx(declared, abs=0.15), errors
@@ -121,7 +122,7 @@ def test_torchsde_euler_has_exactly_the_law_of_em(device):
     # Same scheme on the same grid: torchsde's Euler must have em's exact law (coarse grid,
     # where em's law is far from p_0's: W2 = 0.06, 13 standard errors of the mean).
     schedule = BetaSchedule.linear(25)
-    law_mean, law_cov = exact_output_law("em", GAUSSIAN, schedule=schedule)
+    law_mean, law_cov = exact_output_law("em", GAUSSIAN, schedule=schedule, prior="exact")
     n = 200_000
     x = sample(GAUSSIAN, "torchsde", schedule=schedule, n_samples=n, generator=make_generator(device, 5),
                device=device, dtype=torch.float64, prior="exact", solver="euler").cpu()
@@ -430,15 +431,25 @@ def test_bad_arguments_are_refused_clearly(kwargs, error, fragment):
 def test_exact_output_law_refuses_what_it_cannot_propagate():
     with pytest.raises(TypeError, match="GaussianScore"):
         exact_output_law("em", ring().exact_score)
-    with pytest.raises(ValueError, match="fixed-step"):
-        exact_output_law("torchsde", GAUSSIAN)
+    # Adaptive steps depend on the state, so the output is not an affine map of the noise.
+    with pytest.raises(ValueError, match="affine"):
+        exact_output_law("torchsde", GAUSSIAN, adaptive=True)
+    with pytest.raises(ValueError, match="affine"):
+        exact_output_law("ode", GAUSSIAN, solver="RK45")
     with pytest.raises(ValueError, match="step_size"):
         exact_output_law("pc", GAUSSIAN)
     with pytest.raises(ValueError, match="start must be"):
         exact_output_law("em", GAUSSIAN, start="uniform")
+    with pytest.raises(ValueError, match="prior must be"):
+        exact_output_law("em", GAUSSIAN, prior="uniform")
+    with pytest.raises(TypeError, match="not both"):
+        exact_output_law("em", GAUSSIAN, prior="exact", start="exact")
     # has_exact_law says the same thing before any work.
     assert [has_exact_law(m, **o) for m, o in FIXED_METHODS] == [True] * len(FIXED_METHODS)
-    assert not has_exact_law("torchsde") and not has_exact_law("ode", solver="RK45") and not has_exact_law("pc")
+    assert not has_exact_law("torchsde", adaptive=True) and not has_exact_law("ode", solver="RK45")
+    assert not has_exact_law("pc")
+    # torchsde's fixed-grid solvers are affine too: their law comes from injected increments.
+    assert all(has_exact_law("torchsde", solver=solver) for solver in TORCHSDE_SOLVERS)
     assert has_exact_law("pc", step_size=0.01) and has_exact_law("pc", corrector_steps=0)
 
 

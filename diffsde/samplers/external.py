@@ -1,0 +1,168 @@
+"""Runners whose inner loop is not ours: ``torchsde.sdeint`` on the reverse SDE and scipy's
+adaptive ``solve_ivp`` on the probability-flow ODE, both in backward time t' = T - t.
+
+A runner has the step loop's signature, ``runner(sampler, score, grid, x, noise, return_path,
+progress, check_finite, check_every) -> (x, path, nfe)``, so :func:`diffsde.sample` and
+:func:`diffsde.exact_output_law` call it the same way (:mod:`diffsde.samplers.loop`).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..schedules import TimeGrid
+from ..sde import ProbabilityFlowODE, ReverseSDE
+from .errors import NonFiniteSampleError
+from .progress import progress_bar
+
+__all__ = ["TORCHSDE_SOLVERS", "ODE_ADAPTIVE", "run_torchsde", "run_ode_adaptive"]
+
+
+class TorchsdeSolver(NamedTuple):
+    """How diffsde hands a torchsde method its SDE: the SDE type it needs and the Lévy area
+    its Brownian motion must provide ("none" or "space-time")."""
+
+    sde_type: str
+    levy: str = "none"
+
+    @property
+    def noise_draws(self) -> int:
+        """Standard normal draws per step: the increment, plus the space-time Lévy area."""
+        return 2 if self.levy == "space-time" else 1
+
+
+# Additive noise makes the Itô and Stratonovich readings of the reverse SDE agree, so every
+# torchsde method solves the same equation.
+TORCHSDE_SOLVERS = {
+    "euler": TorchsdeSolver("ito"), "milstein": TorchsdeSolver("ito"), "srk": TorchsdeSolver("ito", "space-time"),
+    "midpoint": TorchsdeSolver("stratonovich"), "heun": TorchsdeSolver("stratonovich"),
+    "reversible_heun": TorchsdeSolver("stratonovich"),
+}
+ODE_ADAPTIVE = ("RK45", "RK23", "DOP853", "Radau", "BDF", "LSODA")
+
+
+def check_final(sampler, x: Tensor, grid: TimeGrid, check_finite: bool) -> None:
+    """Refuse a non-finite end state of an external runner (whose steps we cannot replay)."""
+    if check_finite and not bool(torch.isfinite(x).all()):
+        raise NonFiniteSampleError(f"sampler {sampler.name!r} with options {dict(sampler.options)} produced "
+                                   f"non-finite values by the end of integration (t = {grid.t_min:.6g})")
+
+
+def _backward_times(grid: TimeGrid) -> list[float]:
+    """Backward times t' = T - t of the grid, with both ends exact."""
+    backward = (grid.T - grid.times).tolist()
+    backward[0], backward[-1] = 0.0, grid.T - grid.t_min
+    return backward
+
+
+class _CountingScore:
+    """Counts score evaluations (for methods whose inner loop is not ours) and repeats the
+    last one when asked again at the same (x, t): ``torchsde.sdeint`` evaluates the drift at
+    its first point once to check shapes and again in its first step."""
+
+    def __init__(self, score):
+        self.score, self.count, self._last = score, 0, None
+
+    def __call__(self, x, t):
+        key = (x, x._version, float(t))
+        if self._last is not None and self._last[0] is x and self._last[1:3] == key[1:]:
+            return self._last[3]
+        self.count += 1
+        value = self.score(x, t)
+        self._last = (*key, value)
+        return value
+
+
+def _is_uniform(times: Tensor) -> bool:
+    steps = times[:-1] - times[1:]
+    return float(steps.max() - steps.min()) <= 1e-12 * float(steps.max())
+
+
+def run_torchsde(sampler, score, grid: TimeGrid, x: Tensor, noise, return_path: bool, progress: bool,
+                 check_finite: bool, check_every: int):
+    """The reverse SDE by ``torchsde.sdeint`` in backward time t' = T - t.
+
+    Fixed steps land exactly on the grid: one sdeint call with ``dt = Δt`` when the grid is
+    uniform; otherwise one call per interval, each with its own Brownian motion over that
+    interval (sdeint alone steps with a constant dt and interpolates, and one Brownian tree
+    queried at every non-dyadic grid point is slow at large batch). ``adaptive=True`` makes
+    one call with torchsde's error control. The Brownian motions come from ``noise``
+    (a generator-seeded ``BrownianInterval``, or injected increments for the exact law).
+    """
+    import torchsde
+
+    opts = sampler.options
+    solver = TORCHSDE_SOLVERS[opts["solver"]]
+    counting = _CountingScore(score)
+    sde = ReverseSDE(counting, grid.T, sde_type=solver.sde_type, noise_type="additive")
+    flat = x.reshape(x.shape[0], -1)
+    backward = _backward_times(grid)
+
+    def integrate(y0: Tensor, ts: list, first_index: int, dt: float, **extra) -> Tensor:
+        times = torch.tensor(ts, dtype=torch.float64, device=x.device)
+        bm = noise.brownian(ts, first_index, dt, flat, solver.levy)
+        return torchsde.sdeint(sde, y0, times, dt=dt, bm=bm, method=opts["solver"],
+                               options={"grad_free": True} if opts["solver"] == "milstein" else None, **extra)
+
+    def outputs(ts: list) -> list:
+        return ts if return_path else ts[::len(ts) - 1]
+
+    with warnings.catch_warnings():
+        # torchsde warns about adaptive Euler for non-additive noise; ours is additive.
+        warnings.filterwarnings("ignore", message=".*adaptive time-stepping with the Euler.*")
+        if opts.get("adaptive"):
+            ys = integrate(flat, outputs(backward), 0, opts["dt"] or backward[-1] / grid.n, adaptive=True,
+                           rtol=opts["rtol"], atol=opts["atol"])
+        elif _is_uniform(grid.times):
+            # A hair over Δt so accumulated rounding never leaves a spurious last micro-step;
+            # the Brownian motion still sees the grid's own points.
+            step = backward[-1] / grid.n * (1 + 1e-12)
+            ys = integrate(flat, outputs(backward), 0, step)
+        else:
+            states = [flat]
+            for k in progress_bar(range(grid.n), progress, grid.n, "torchsde"):
+                pair = backward[k:k + 2]
+                states.append(integrate(states[-1], pair, k, pair[1] - pair[0])[-1])
+                if not return_path:
+                    states = states[-1:]
+            ys = torch.stack(states)
+    final = ys[-1].reshape(x.shape)
+    check_final(sampler, final, grid, check_finite)
+    path = ys.reshape((ys.shape[0],) + tuple(x.shape)) if return_path else None
+    return final, path, counting.count
+
+
+def run_ode_adaptive(sampler, score, grid: TimeGrid, x: Tensor, noise, return_path: bool, progress: bool,
+                     check_finite: bool, check_every: int):
+    """The probability-flow ODE by ``scipy.integrate.solve_ivp`` in backward time t' = T - t, on the
+    whole batch as one state vector (so the error control is shared across samples)."""
+    from scipy.integrate import solve_ivp
+
+    ode = ProbabilityFlowODE(score, grid.T)
+    shape, device, dtype = x.shape, x.device, x.dtype
+    counter = {"nfe": 0}
+
+    def velocity(t_prime: float, y: np.ndarray) -> np.ndarray:
+        counter["nfe"] += 1
+        state = torch.from_numpy(y).reshape(shape).to(device=device, dtype=dtype)
+        out = ode.drift(state, min(max(float(t_prime), 0.0), ode.T))
+        return out.detach().to(device="cpu", dtype=torch.float64).numpy().reshape(-1)
+
+    backward_times = np.asarray(_backward_times(grid))
+    options = sampler.options
+    solution = solve_ivp(velocity, (0.0, float(backward_times[-1])), x.detach().cpu().double().numpy().reshape(-1),
+                         method=options["solver"], rtol=options["rtol"], atol=options["atol"],
+                         t_eval=backward_times if return_path else None)
+    if not solution.success:
+        raise RuntimeError(f"ode solver {options['solver']!r} failed: {solution.message}")
+    final = torch.from_numpy(solution.y[:, -1].copy()).reshape(shape).to(device=device, dtype=dtype)
+    check_final(sampler, final, grid, check_finite)
+    path = None
+    if return_path:
+        path = torch.from_numpy(solution.y.T.copy()).reshape((-1,) + tuple(shape)).to(device=device, dtype=dtype)
+    return final, path, counter["nfe"]
