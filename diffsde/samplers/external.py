@@ -24,10 +24,12 @@ __all__ = ["TORCHSDE_SOLVERS", "ODE_ADAPTIVE", "run_torchsde", "run_ode_adaptive
 
 
 class TorchsdeSolver(NamedTuple):
-    """How diffsde hands a torchsde method its SDE: the SDE type it needs and the Lévy area
-    its Brownian motion must provide ("none" or "space-time")."""
+    """How diffsde hands a torchsde method its SDE: the SDE type it needs, the drift
+    evaluations per step (None: reversible Heun reuses one across steps of one sdeint call)
+    and the Lévy area its Brownian motion must provide ("none" or "space-time")."""
 
     sde_type: str
+    score_evals: int | None
     levy: str = "none"
 
     @property
@@ -39,9 +41,9 @@ class TorchsdeSolver(NamedTuple):
 # Additive noise makes the Itô and Stratonovich readings of the reverse SDE agree, so every
 # torchsde method solves the same equation.
 TORCHSDE_SOLVERS = {
-    "euler": TorchsdeSolver("ito"), "milstein": TorchsdeSolver("ito"), "srk": TorchsdeSolver("ito", "space-time"),
-    "midpoint": TorchsdeSolver("stratonovich"), "heun": TorchsdeSolver("stratonovich"),
-    "reversible_heun": TorchsdeSolver("stratonovich"),
+    "euler": TorchsdeSolver("ito", 1), "milstein": TorchsdeSolver("ito", 1),
+    "srk": TorchsdeSolver("ito", 2, "space-time"), "midpoint": TorchsdeSolver("stratonovich", 2),
+    "heun": TorchsdeSolver("stratonovich", 2), "reversible_heun": TorchsdeSolver("stratonovich", None),
 }
 ODE_ADAPTIVE = ("RK45", "RK23", "DOP853", "Radau", "BDF", "LSODA")
 
@@ -103,26 +105,25 @@ def run_torchsde(sampler, score, grid: TimeGrid, x: Tensor, noise, return_path: 
     flat = x.reshape(x.shape[0], -1)
     backward = _backward_times(grid)
 
-    def integrate(y0: Tensor, ts: list, first_index: int, dt: float, **extra) -> Tensor:
+    def integrate(y0: Tensor, grid_times: list, first_index: int, dt: float, **extra) -> Tensor:
+        # The Brownian motion spans the grid times of this call; sdeint reports the outputs only.
+        ts = grid_times if return_path else grid_times[::len(grid_times) - 1]
         times = torch.tensor(ts, dtype=torch.float64, device=x.device)
-        bm = noise.brownian(ts, first_index, dt, flat, solver.levy)
+        bm = noise.brownian(grid_times, first_index, dt, flat, solver.levy)
         return torchsde.sdeint(sde, y0, times, dt=dt, bm=bm, method=opts["solver"],
                                options={"grad_free": True} if opts["solver"] == "milstein" else None, **extra)
-
-    def outputs(ts: list) -> list:
-        return ts if return_path else ts[::len(ts) - 1]
 
     with warnings.catch_warnings():
         # torchsde warns about adaptive Euler for non-additive noise; ours is additive.
         warnings.filterwarnings("ignore", message=".*adaptive time-stepping with the Euler.*")
         if opts.get("adaptive"):
-            ys = integrate(flat, outputs(backward), 0, opts["dt"] or backward[-1] / grid.n, adaptive=True,
+            ys = integrate(flat, backward, 0, opts["dt"] or backward[-1] / grid.n, adaptive=True,
                            rtol=opts["rtol"], atol=opts["atol"])
         elif _is_uniform(grid.times):
             # A hair over Δt so accumulated rounding never leaves a spurious last micro-step;
             # the Brownian motion still sees the grid's own points.
             step = backward[-1] / grid.n * (1 + 1e-12)
-            ys = integrate(flat, outputs(backward), 0, step)
+            ys = integrate(flat, backward, 0, step)
         else:
             states = [flat]
             for k in progress_bar(range(grid.n), progress, grid.n, "torchsde"):

@@ -290,7 +290,8 @@ def _torchsde(**options: Any) -> Sampler:
     return Sampler("torchsde", f"torchsde-{solver}", opts, weak_order=None if adaptive else weak,
                    strong_order=None if adaptive else strong,
                    noise_draws=0 if adaptive else TORCHSDE_SOLVERS[solver].noise_draws,
-                   score_evals=None, evaluates_at_end=at_end, affine=not adaptive, runner=run_torchsde,
+                   score_evals=None if adaptive else TORCHSDE_SOLVERS[solver].score_evals,
+                   evaluates_at_end=at_end, affine=not adaptive, runner=run_torchsde,
                    description=f"torchsde.sdeint {solver} on the reverse SDE" + (" (adaptive)" if adaptive else ""))
 
 
