@@ -50,18 +50,18 @@ import torch
 
 import _harness as harness
 import diffsde
-from diffsde import BetaSchedule, EpsilonMLP, EpsilonScore, ReverseSDE, TimeGrid, sample, toys
+from diffsde import BetaSchedule, EpsilonMLP, EpsilonScore, ReverseSDE, TimeGrid, resolve_method, sample, toys
 from diffsde._table import format_table
 
 T_MIN_UNIFORM = 1e-3
-METHODS = {  # name -> (sample() arguments, grid kind, score evaluations per step)
-    "vp": ({"method": "vp"}, "schedule", 1),
-    "ddpm": ({"method": "ddpm", "variance": "beta_tilde"}, "schedule", 1),
-    "em": ({"method": "em"}, "uniform", 1),
-    "ode-euler": ({"method": "ode", "solver": "euler"}, "uniform", 1),
-    "ode-heun": ({"method": "ode", "solver": "heun"}, "uniform", 2),
-    "pc": ({"method": "pc", "predictor": "em", "corrector_steps": 1}, "uniform", 2),
-    "torchsde": ({"method": "torchsde", "solver": "euler"}, "uniform", 1),
+METHODS = {  # name -> (registry spec, grid kind); declarations (evaluations per step) are the registry's
+    "vp": ("vp", "schedule"),
+    "ddpm": (("ddpm", {"variance": "beta_tilde"}), "schedule"),
+    "em": ("em", "uniform"),
+    "ode-euler": ("ode-euler", "uniform"),
+    "ode-heun": ("ode-heun", "uniform"),
+    "pc": (("pc", {"predictor": "em", "corrector_steps": 1}), "uniform"),
+    "torchsde": ("torchsde-euler", "uniform"),
 }
 HEAVY = {"ode-heun", "pc", "torchsde"}
 REFERENCE = {"diffusers:ddpm": "lib:ddpm", "torchsde:same": "lib:torchsde"}  # baseline -> what it should equal
@@ -263,11 +263,11 @@ def contenders_for(score, grids: Grids, methods: list[str], heavy: bool, with_di
     for name in methods:
         if name in HEAVY and not heavy:
             continue
-        arguments, kind, _ = METHODS[name]
+        sampler, kind = resolve_method(METHODS[name][0]), METHODS[name][1]
 
-        def library(score_, x, grids_, gen, arguments=arguments, kind=kind):
+        def library(score_, x, grids_, gen, sampler=sampler, kind=kind):
             grid = grids_.schedule_grid if kind == "schedule" else grids_.uniform
-            return sample(score_, x_T=x, grid=grid, generator=gen, **arguments)
+            return sample(score_, sampler, x_T=x, grid=grid, generator=gen)
 
         table[f"lib:{name}"] = library
         if name in HAND:
@@ -315,7 +315,7 @@ def evaluations_per_step(contender: str) -> int:
     """Score evaluations per step of a contender ("lib:em" -> 1, "floor" -> 0)."""
     method = contender.split(":", 1)[-1]
     if method in METHODS and contender.startswith(("lib:", "hand:")):
-        return METHODS[method][2]
+        return resolve_method(METHODS[method][0]).score_evals
     return 0 if contender == "floor" else 1  # score, diffusers:ddpm, torchsde:user / :same
 
 
@@ -328,15 +328,15 @@ def count_host_syncs(score, grids: Grids, device: torch.device, n: int) -> dict:
 
     x_T = torch.randn(n, 2, device=device)
     counts = {}
-    for name, (arguments, kind, _) in METHODS.items():
+    for name, (spec, kind) in METHODS.items():
         grid = grids.schedule_grid if kind == "schedule" else grids.uniform
-        sample(score, x_T=x_T, grid=grid, generator=torch.Generator(device=device).manual_seed(0), **arguments)
+        sample(score, spec, x_T=x_T, grid=grid, generator=torch.Generator(device=device).manual_seed(0))
         torch.cuda.synchronize(device)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             torch.cuda.set_sync_debug_mode("warn")
             try:
-                sample(score, x_T=x_T, grid=grid, generator=torch.Generator(device=device).manual_seed(0), **arguments)
+                sample(score, spec, x_T=x_T, grid=grid, generator=torch.Generator(device=device).manual_seed(0))
             finally:
                 torch.cuda.set_sync_debug_mode("default")
         counts[name] = {"syncs": sum("synchroniz" in str(w.message) for w in caught), "steps": grids.steps}

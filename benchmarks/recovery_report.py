@@ -1,6 +1,6 @@
 """Gaussian recovery by every sampler with a learned score: the figures behind tests/test_recovery.py.
 
-Trains EpsilonMLP on p0 = N((1, -0.5), [[1.5, 0.4], [0.4, 0.3]]) (tests/toy_training.py), prints the
+Trains EpsilonMLP on p0 = N((1, -0.5), [[1.5, 0.4], [0.4, 0.3]]) (diffsde.studies.recovery), prints the
 learned score's error per time, then samples with every method on the linear schedule's grid and
 prints, per sampler, the recovered mean and covariance errors (whitened: in units of p0's standard
 deviations / variances, worst direction), W2 against the truth, and the three allowances the test
@@ -17,16 +17,12 @@ import argparse
 import dataclasses
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-from toy_training import (FULL, SAMPLER_CASES, SMALL, fit_gaussian, gaussian_2d,  # noqa: E402
-                          recover, sampling_grid, score_error_profile)
-
-from diffsde._table import format_table  # noqa: E402
+from diffsde._table import format_table
+from diffsde.studies.allowances import score_error_profile
+from diffsde.studies.recovery import FULL, SAMPLER_CASES, SMALL, fit_gaussian, gaussian_2d, recover, sampling_grid
 
 SCORE_TIMES = (1e-3, 0.01, 0.05, 0.3, 1.0, 3.0, 10.0)
 

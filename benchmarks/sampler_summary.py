@@ -24,8 +24,8 @@ import torch
 
 from diffsde import BetaSchedule, GaussianScore, exact_output_law, sample
 from diffsde._table import format_table
-from diffsde.experiments import fit_order
 from diffsde.metrics import gaussian_w2, mode_weights
+from diffsde.orders import fit_order
 from diffsde.samplers import plan
 from diffsde.toys import ring
 

@@ -4,14 +4,18 @@ The forward OU process, its Anderson reverse SDE and probability-flow ODE, DDPM'
 discrete VP chain as one discretization among several, and exact scores for Gaussian
 and Gaussian-mixture data. Everything is written in the OU's own time t (DESIGN.md).
 
-Toys and metrics live in their own namespaces (``diffsde.toys``, ``diffsde.metrics``);
-everything else is here.
+Toys, metrics, studies and order fits live in their own namespaces (``diffsde.toys``,
+``diffsde.metrics``, ``diffsde.studies``, ``diffsde.orders``); everything else is here.
 """
 
-from . import metrics, toys
-from .ddpm import VLBTerms, ddpm_posterior, ddpm_reverse_mean, normal_kl, predict_x0, vlb
+from . import metrics, orders, studies, toys
+from .ddpm import (ExpectedVLB, VLBTerms, ddpm_posterior, ddpm_reverse_mean, expected_vlb, gaussian_entropy,
+                   model_cross_entropy, normal_kl, predict_x0, vlb)
+from .demo import DemoReport, DemoSettings, run_demo, write_report
 from .exact_law import exact_output_law, has_exact_law
 from .nets import EpsilonMLP, TimeEmbedding
+from .process_scores import ProcessExactScore, ScoreAsOU
+from .processes import EDM, VE, VP, Process, SubVP
 from .samplers import METHODS, SAMPLERS, NonFiniteSampleError, Sampler, langevin_step, resolve_method, sample
 from .schedules import BetaSchedule, TimeGrid
 from .scores import (
@@ -41,6 +45,13 @@ __all__ = [
     "BetaSchedule",
     "TimeGrid",
     "OU",
+    "Process",
+    "VP",
+    "SubVP",
+    "VE",
+    "EDM",
+    "ProcessExactScore",
+    "ScoreAsOU",
     "ReverseSDE",
     "ProbabilityFlowODE",
     "reverse_sde_drift",
@@ -68,6 +79,14 @@ __all__ = [
     "normal_kl",
     "VLBTerms",
     "vlb",
+    "ExpectedVLB",
+    "expected_vlb",
+    "model_cross_entropy",
+    "gaussian_entropy",
+    "run_demo",
+    "write_report",
+    "DemoSettings",
+    "DemoReport",
     "EpsilonMLP",
     "TimeEmbedding",
     "eps_loss",
@@ -80,4 +99,6 @@ __all__ = [
     "load_checkpoint",
     "toys",
     "metrics",
+    "studies",
+    "orders",
 ]

@@ -1,4 +1,5 @@
-"""DDPM's discrete chain: its posterior, its ε-parametrised reverse mean, and its variational bound.
+"""DDPM's discrete chain: its posterior, its ε-parametrised reverse mean, and its variational bound
+(a Monte Carlo estimate for any data, its exact expectation for Gaussian data).
 
 DDPM (Ho et al. 2020) is one discretization of the OU (DESIGN.md): on a schedule with
 ``ᾱ_0 = 1 > ᾱ_1 > ... > ᾱ_n``, step i has ``α_i = ᾱ_i / ᾱ_{i-1}`` and ``β_i = 1 - α_i``, and
@@ -12,16 +13,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Union
+from typing import Callable, NamedTuple, Union
 
 import torch
 from torch import Tensor
 
 from ._checks import broadcast_time, check_data
 from .schedules import BetaSchedule
+from .scores import GaussianScore
 from .sde import OU
 
-__all__ = ["ddpm_posterior", "ddpm_reverse_mean", "predict_x0", "normal_kl", "VLBTerms", "vlb"]
+__all__ = ["ddpm_posterior", "ddpm_reverse_mean", "predict_x0", "normal_kl", "VLBTerms", "vlb",
+           "ExpectedVLB", "expected_vlb", "model_cross_entropy", "gaussian_entropy"]
 
 AlphaBar = Union[float, Tensor]
 EpsModel = Callable[[Tensor, float], Tensor]
@@ -229,3 +232,164 @@ def _real(value, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a float or a tensor, got {type(value).__name__}")
     return float(value)
+
+
+# -- the exact bound for Gaussian data ---------------------------------------------------------------
+#
+# For p0 = N(m, C) and an ε-model affine in x (the exact ε of p0, EpsilonFromScore(GaussianScore(m, C)),
+# is), every term of the bound has a closed-form expectation and the reverse chain's own law is
+# Gaussian. The algebra below is written out independently of the functions above (it reads the
+# reverse mean off the ε-model as an affine map), so that tests can check the Monte Carlo `vlb`
+# against it.
+
+
+class ExpectedVLB(NamedTuple):
+    """The exact expectation of DDPM's bound over x0 ~ p0 and the chain's draws, in nats.
+
+    Attributes:
+        prior: ``E[L_T]``.
+        transitions: ``E[Σ_{i=2}^{n} L_{i-1}]``.
+        decoder: ``E[L_0]``.
+    """
+
+    prior: float
+    transitions: float
+    decoder: float
+
+    @property
+    def total(self) -> float:
+        """``E[L_T + Σ L_{i-1} + L_0]``, the expectation of :attr:`VLBTerms.nats`."""
+        return self.prior + self.transitions + self.decoder
+
+
+def gaussian_entropy(p0: GaussianScore) -> float:
+    """The differential entropy ``h(p0) = ½ log det(2πe Σ)`` of p0 = N(μ, Σ), in nats: the
+    lowest value any model's cross-entropy ``E_{p0}[-log p_θ(x0)]`` (and so its bound) can take.
+
+    Raises:
+        TypeError: p0 is not a GaussianScore.
+    """
+    _, cov = _gaussian_data(p0)
+    return 0.5 * float(torch.logdet(2 * math.pi * math.e * cov))
+
+
+def expected_vlb(eps_model: EpsModel, p0: GaussianScore, schedule: BetaSchedule, *,
+                 variance: str = "beta") -> ExpectedVLB:
+    """The exact expectation of :func:`vlb` for Gaussian data p0 = N(μ, Σ) and an ε-model affine in x.
+
+    The bound is ``L_T + Σ_{i=2}^{n} L_{i-1} + L_0`` (Sohl-Dickstein et al. 2015; Ho et al. 2020,
+    eq. 5; seed 001, eqs. 12-13), with the same reverse chain as :func:`vlb`: mean
+    ``μ_θ(x_i) = (x_i - β_i / sqrt(1 - ᾱ_i) ε(x_i, τ_i)) / sqrt(α_i) = M_i x_i + c_i`` (Ho et al.
+    2020, eq. 11), variance ``σ_i² = β_i`` or ``β̃_i``. With ``x_i = sqrt(ᾱ_i) x0 + sqrt(1 - ᾱ_i) z``
+    and the posterior mean ``a x0 + b x_i`` (Ho et al. 2020, eqs. 6-7), each term is a Gaussian KL
+    (or -log N for L_0) whose only random part is a quadratic ``E‖P x0 + Q z + c‖² =
+    ‖P μ + c‖² + tr(P Σ Pᵀ + Q Qᵀ)``:
+
+        E[L_T] = ½ (ᾱ_n (tr Σ + ‖μ‖² - d) - d log(1 - ᾱ_n)),
+        E[L_{i-1}] = ½ (d (log(σ_i² / β̃_i) + β̃_i / σ_i² - 1) + E‖a x0 + b x_i - M_i x_i - c_i‖² / σ_i²),
+        E[L_0] = ½ (E‖x0 - M_1 x_1 - c_1‖² / β_1 + d log(2π β_1)).
+
+    M_i and c_i are read off the ε-model by probing it at x = 0 and the unit vectors (float64, CPU,
+    at the exact times ``τ_i = -log ᾱ_i`` as Python floats, as :func:`vlb` calls it), and checked
+    at one more point.
+
+    Args:
+        eps_model: ``eps_model(x, t)`` affine in x; x is (B, d) float64 on the CPU.
+        p0: the data law.
+        schedule: the chain's β schedule (n steps).
+        variance: "beta" or "beta_tilde".
+    Returns:
+        :class:`ExpectedVLB` (nats; its total is the expectation of :attr:`VLBTerms.nats`).
+    Raises:
+        TypeError: p0 is not a GaussianScore, schedule not a BetaSchedule, eps_model not callable.
+        ValueError: unknown ``variance``; an ε-model that is not affine in x.
+    """
+    mean, cov = _gaussian_data(p0)
+    _check_chain(eps_model, schedule, variance)
+    d, n = mean.shape[0], schedule.n
+    ab = schedule.alpha_bars.tolist()
+    eye = torch.eye(d, dtype=torch.float64)
+
+    def mean_square(P: Tensor, Q: Tensor, c: Tensor) -> float:  # E‖P x0 + Q z + c‖², z ~ N(0, I) ⊥ x0
+        e = P @ mean + c
+        return float(e @ e + torch.trace(P @ cov @ P.T + Q @ Q.T))
+
+    prior = 0.5 * (ab[n] * (float(torch.trace(cov) + mean @ mean) - d) - d * math.log1p(-ab[n]))
+    transitions = decoder = 0.0
+    for i in range(1, n + 1):
+        M, c, beta = _reverse_affine(eps_model, schedule, i, d)
+        s, r = math.sqrt(ab[i]), math.sqrt(1 - ab[i])  # x_i = s x0 + r z
+        if i == 1:  # -log N(x0; M x_1 + c, β_1 I)
+            decoder = 0.5 * (mean_square(eye - s * M, -r * M, -c) / beta + d * math.log(2 * math.pi * beta))
+            continue
+        a = math.sqrt(ab[i - 1]) * beta / (1 - ab[i])  # q(x_{i-1} | x_i, x0) = N(a x0 + b x_i, β̃ I)
+        b = math.sqrt(1 - beta) * (1 - ab[i - 1]) / (1 - ab[i])
+        beta_tilde = (1 - ab[i - 1]) / (1 - ab[i]) * beta
+        var = beta if variance == "beta" else beta_tilde
+        B = b * eye - M
+        transitions += 0.5 * (d * (math.log(var / beta_tilde) + beta_tilde / var - 1)
+                              + mean_square(a * eye + s * B, r * B, -c) / var)
+    return ExpectedVLB(prior, transitions, decoder)
+
+
+def model_cross_entropy(eps_model: EpsModel, p0: GaussianScore, schedule: BetaSchedule, *,
+                        variance: str = "beta") -> float:
+    """The chain's exact negative log-likelihood ``E_{p0}[-log p_θ(x0)]`` for Gaussian data, in nats.
+
+    The DDPM chain (Ho et al. 2020, Algorithm 2 with its Gaussian decoder) started from N(0, I) with
+    an ε-model affine in x is an affine Gaussian chain, ``x_{i-1} = M_i x_i + c_i + σ_i z``
+    (``σ_i² = β_i`` or ``β̃_i``, and β_1 at the last step as in :func:`vlb`), so its output law
+    p_θ = N(m, S) is exact and the cross-entropy is
+    ``½ (log det(2π S) + tr(S⁻¹ Σ) + (μ - m)ᵀ S⁻¹ (μ - m))``. It lies between the bound
+    (:func:`expected_vlb`) and the entropy (:func:`gaussian_entropy`). Arguments and errors as
+    :func:`expected_vlb`.
+    """
+    mean0, cov0 = _gaussian_data(p0)
+    _check_chain(eps_model, schedule, variance)
+    d = mean0.shape[0]
+    ab = schedule.alpha_bars.tolist()
+    mean, cov = torch.zeros(d, dtype=torch.float64), torch.eye(d, dtype=torch.float64)
+    for i in range(schedule.n, 0, -1):
+        M, c, beta = _reverse_affine(eps_model, schedule, i, d)
+        var = beta if (variance == "beta" or i == 1) else (1 - ab[i - 1]) / (1 - ab[i]) * beta
+        mean, cov = M @ mean + c, M @ cov @ M.T + var * torch.eye(d, dtype=torch.float64)
+    diff = mean0 - mean
+    return 0.5 * float(torch.logdet(2 * math.pi * cov) + torch.trace(torch.linalg.solve(cov, cov0))
+                       + diff @ torch.linalg.solve(cov, diff))
+
+
+def _gaussian_data(p0) -> tuple[Tensor, Tensor]:
+    """(μ, Σ) of a Gaussian p0, float64 on the CPU."""
+    if not isinstance(p0, GaussianScore):
+        raise TypeError(f"p0 must be a GaussianScore (Gaussian data N(μ, Σ)), got {type(p0).__name__}")
+    mean, cov = p0.mean_and_cov(0.0)
+    return mean.to("cpu", torch.float64), cov.to("cpu", torch.float64)
+
+
+def _check_chain(eps_model, schedule, variance: str) -> None:
+    if not callable(eps_model):
+        raise TypeError(f"eps_model must be callable as eps_model(x, t), got {type(eps_model).__name__}")
+    if not isinstance(schedule, BetaSchedule):
+        raise TypeError(f"schedule must be a BetaSchedule, got {type(schedule).__name__}")
+    if variance not in _VARIANCES:
+        raise ValueError(f"variance must be one of {sorted(_VARIANCES)}, got {variance!r}")
+
+
+def _reverse_affine(eps_model: EpsModel, schedule: BetaSchedule, i: int, d: int) -> tuple[Tensor, Tensor, float]:
+    """(M, c, β_i) with DDPM's reverse mean ``μ_θ(x) = (x - β_i / sqrt(1 - ᾱ_i) ε(x, τ_i)) / sqrt(α_i)``
+    written as ``M x + c``; refuses an ε-model that is not affine in x."""
+    ab, tau = schedule.alpha_bars.tolist(), schedule.exact_times.tolist()
+    probes = torch.cat([torch.zeros(1, d, dtype=torch.float64), torch.eye(d, dtype=torch.float64)])
+    with torch.no_grad():
+        out = eps_model(probes, tau[i]).to("cpu", torch.float64)
+        A, b = (out[1:] - out[0]).T, out[0]
+        check = torch.linspace(0.5, 1.5, d, dtype=torch.float64)
+        at_check = eps_model(check[None], tau[i]).to("cpu", torch.float64)[0]
+    predicted = A @ check + b
+    if not torch.allclose(at_check, predicted, rtol=1e-6, atol=1e-6 * (1 + float(out.abs().max()))):
+        raise ValueError(f"eps_model must be affine in x (as the exact ε of Gaussian data is); at t = {tau[i]:.4g} "
+                         f"it is not: {at_check.tolist()} at x = {check.tolist()}, affine prediction "
+                         f"{predicted.tolist()}")
+    alpha = ab[i] / ab[i - 1]
+    k = (1 - alpha) / math.sqrt(1 - ab[i])
+    return (torch.eye(d, dtype=torch.float64) - k * A) / math.sqrt(alpha), -k * b / math.sqrt(alpha), 1 - alpha

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from .samplers import ProbeNoise, check_grid, integrate, resolve_grid, resolve_method
-from .samplers.registry import MethodSpec
+from .samplers.registry import MethodLike
 from .schedules import BetaSchedule, TimeGrid
 from .scores import GaussianScore
 
@@ -38,7 +38,7 @@ PriorLike = Union[str, "tuple[Tensor, Tensor]"]
 _START_ALIASES = {"exact": "exact", "prior": "normal"}
 
 
-def exact_output_law(method: MethodSpec, score: GaussianScore, schedule: BetaSchedule | None = None,
+def exact_output_law(method: MethodLike, score: GaussianScore, schedule: BetaSchedule | None = None,
                      grid: Union[TimeGrid, Tensor, Sequence[float], None] = None, t_min: float | None = None,
                      *, exact_times: bool = False, prior: PriorLike | None = None,
                      start: PriorLike | None = None, **options: Any) -> tuple[Tensor, Tensor]:
@@ -77,7 +77,7 @@ def exact_output_law(method: MethodSpec, score: GaussianScore, schedule: BetaSch
     return A @ mean + b, 0.5 * (out_cov + out_cov.T)
 
 
-def output_affine_map(method: MethodSpec, score: GaussianScore, schedule: BetaSchedule | None = None,
+def output_affine_map(method: MethodLike, score: GaussianScore, schedule: BetaSchedule | None = None,
                       grid: Union[TimeGrid, Tensor, Sequence[float], None] = None, t_min: float | None = None,
                       *, exact_times: bool = False, **options: Any) -> tuple[Tensor, Tensor, Tensor]:
     """(A (d, d), b (d,), C (d, m·n·d)), float64: the sampler's output as ``A x_T + b + C z`` with
@@ -106,7 +106,7 @@ def output_affine_map(method: MethodSpec, score: GaussianScore, schedule: BetaSc
     return (images[1:1 + d] - offset).T, offset, (images[1 + d:] - offset).T
 
 
-def has_exact_law(method: MethodSpec, **options: Any) -> bool:
+def has_exact_law(method: MethodLike, **options: Any) -> bool:
     """Whether :func:`exact_output_law` can give ``method``'s law with ``options``: the method
     declares itself affine in (x_T, noise) for an affine score. Unknown methods or options raise
     as in :func:`diffsde.sample`."""

@@ -14,13 +14,14 @@ raise TypeError.
 from __future__ import annotations
 
 import math
-from numbers import Integral, Real
 from typing import Callable, NamedTuple, Union
 
 import numpy as np
 import scipy.stats
 import torch
 from torch import Tensor
+
+from ._checks import check_int, check_real, check_spd, check_symmetric
 
 __all__ = [
     "StatResult",
@@ -128,19 +129,8 @@ def _matrix(value, name: str, d: int, device: torch.device | None = None) -> Ten
         out = out.reshape(1, 1)
     if tuple(out.shape) != (d, d):
         raise ValueError(f"{name} must have shape (d, d) = ({d}, {d}), got {tuple(out.shape)}")
-    scale = float(out.abs().max())
-    asym = float((out - out.T).abs().max())
-    if asym > 1e-10 * max(scale, 1e-300):
-        raise ValueError(f"{name} must be symmetric; max |C - C^T| = {asym:.3g}")
+    check_symmetric(out, name)
     return out if device is None else out.to(device)
-
-
-def _cholesky(cov: Tensor, name: str) -> Tensor:
-    factor, info = torch.linalg.cholesky_ex(cov)
-    if int(info) != 0:
-        raise ValueError(f"{name} must be positive definite; its Cholesky factorisation failed "
-                         f"(smallest eigenvalue {float(torch.linalg.eigvalsh(cov)[0]):.3g})")
-    return factor
 
 
 def _psd_sqrt(cov: Tensor, name: str) -> Tensor:
@@ -162,12 +152,6 @@ def _gaussian_args(mean1, cov1, mean2, cov2) -> tuple[Tensor, Tensor, Tensor, Te
     if mean2.shape[0] != d:
         raise ValueError(f"mean2 must have shape ({d},) like mean1, got {tuple(mean2.shape)}")
     return mean1, _matrix(cov1, "cov1", d, device=cpu), mean2, _matrix(cov2, "cov2", d, device=cpu)
-
-
-def _positive_int(value, name: str, low: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    return int(value)
 
 
 # -- closed forms between Gaussians -------------------------------------------------------
@@ -192,8 +176,8 @@ def gaussian_kl(mean1: ArrayLike, cov1: ArrayLike, mean2: ArrayLike, cov2: Array
             symmetric positive-definite. TypeError: non-numeric input.
     """
     mean1, cov1, mean2, cov2 = _gaussian_args(mean1, cov1, mean2, cov2)
-    chol1 = _cholesky(cov1, "cov1")
-    chol2 = _cholesky(cov2, "cov2")
+    chol1 = check_spd(cov1, "cov1")
+    chol2 = check_spd(cov2, "cov2")
     d = mean1.shape[0]
     whitened_cov = torch.linalg.solve_triangular(chol2, chol1, upper=False)
     whitened_diff = torch.linalg.solve_triangular(chol2, (mean2 - mean1).unsqueeze(1), upper=False)
@@ -314,9 +298,8 @@ def sliced_wasserstein(x: ArrayLike, y: ArrayLike, n_projections: int = 128, p: 
         ValueError: bad shapes, empty or non-finite samples, n_projections < 1, p < 1.
     """
     x, y = _sample_pair(x, y)
-    n_projections = _positive_int(n_projections, "n_projections")
-    if isinstance(p, bool) or not isinstance(p, Real) or not (1 <= float(p) < math.inf):
-        raise ValueError(f"p must be a real number in [1, inf), got {p!r}")
+    n_projections = check_int(n_projections, "n_projections", minimum=1)
+    p = check_real(p, "p", 1)
     if generator is None:
         generator = torch.Generator().manual_seed(0)
     directions = torch.randn(x.shape[1], n_projections, generator=generator, device=generator.device,
@@ -375,12 +358,11 @@ def mmd(x: ArrayLike, y: ArrayLike, bandwidth: float | None = None) -> float:
             (0, inf), or a zero median distance (identical points: pass a bandwidth).
     """
     x, y = _sample_pair(x, y, min_n=2)
+    bandwidth = check_real(bandwidth, "bandwidth", 0, low_open=True, none_ok=True)
     if bandwidth is None:
         bandwidth = _median_distance(x, y)
         if bandwidth == 0:
             raise ValueError("the median pairwise distance is 0 (most points coincide); pass bandwidth > 0")
-    elif isinstance(bandwidth, bool) or not isinstance(bandwidth, Real) or not (0 < float(bandwidth) < math.inf):
-        raise ValueError(f"bandwidth must be in (0, inf) or None, got {bandwidth!r}")
     scale = -0.5 / float(bandwidth) ** 2
 
     def kernel(distances: Tensor) -> Tensor:

@@ -12,7 +12,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ._checks import TimeLike, check_data, check_time, one_minus_exp_neg
+from ._checks import TimeLike, check_data, check_int, check_real, check_time
+from .parametrizations import noise_variance
 
 __all__ = ["TimeEmbedding", "EpsilonMLP", "log_snr"]
 
@@ -20,12 +21,13 @@ __all__ = ["TimeEmbedding", "EpsilonMLP", "log_snr"]
 def log_snr(t: Tensor) -> Tensor:
     """``λ(t) = log(ᾱ / (1 - ᾱ)) = -t - log(1 - e^{-t})`` with ``ᾱ = e^{-t}``, for t > 0
     (the log signal-to-noise ratio of Kingma et al. 2021, "Variational Diffusion Models", eq. 2,
-    in the OU's time).
+    in the OU's time): ``log ᾱ = -t`` less the log of the noise variance
+    :func:`~diffsde.parametrizations.noise_variance`.
 
     Computed with ``expm1`` so it is accurate at both ends: ``λ ≈ -log t`` as t -> 0 and
     ``λ ≈ -t`` for large t (no overflow: ``e^{-t}`` only ever underflows to 0).
     """
-    return -t - torch.log(one_minus_exp_neg(t))
+    return -t - torch.log(noise_variance(t))
 
 
 class TimeEmbedding(nn.Module):
@@ -53,9 +55,12 @@ class TimeEmbedding(nn.Module):
 
     def __init__(self, embed_dim: int = 32, min_period: float = 0.5, max_period: float = 64.0):
         super().__init__()
-        if isinstance(embed_dim, bool) or not isinstance(embed_dim, int) or embed_dim < 2 or embed_dim % 2:
+        embed_dim = check_int(embed_dim, "embed_dim", minimum=2)
+        if embed_dim % 2:
             raise ValueError(f"embed_dim must be an even int >= 2, got {embed_dim!r}")
-        if not (0 < min_period <= max_period < math.inf):
+        min_period = check_real(min_period, "min_period", 0, low_open=True)
+        max_period = check_real(max_period, "max_period", 0, low_open=True)
+        if min_period > max_period:
             raise ValueError(f"need 0 < min_period <= max_period < inf, got min_period={min_period!r}, "
                              f"max_period={max_period!r}")
         self.embed_dim = embed_dim
@@ -101,17 +106,15 @@ class EpsilonMLP(nn.Module):
 
     def __init__(self, dim: int, hidden: int = 128, depth: int = 3, embed_dim: int = 32):
         super().__init__()
-        for name, value, minimum in (("dim", dim, 1), ("hidden", hidden, 1), ("depth", depth, 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-        self.dim = dim
-        self.hidden = hidden
-        self.depth = depth
+        self.dim = check_int(dim, "dim", minimum=1)
+        self.hidden = check_int(hidden, "hidden", minimum=1)
+        self.depth = check_int(depth, "depth", minimum=1)
         self.embedding = TimeEmbedding(embed_dim)
-        widths = [dim] + [hidden] * depth
-        self.blocks = nn.ModuleList(nn.Linear(widths[k], hidden) for k in range(depth))
-        self.time_projections = nn.ModuleList(nn.Linear(embed_dim, hidden, bias=False) for _ in range(depth))
-        self.output = nn.Linear(hidden, dim)
+        widths = [self.dim] + [self.hidden] * self.depth
+        self.blocks = nn.ModuleList(nn.Linear(widths[k], self.hidden) for k in range(self.depth))
+        self.time_projections = nn.ModuleList(nn.Linear(self.embedding.embed_dim, self.hidden, bias=False)
+                                              for _ in range(self.depth))
+        self.output = nn.Linear(self.hidden, self.dim)
         nn.init.zeros_(self.output.weight)
         nn.init.zeros_(self.output.bias)
 

@@ -30,7 +30,7 @@ import torch
 from matplotlib.figure import Figure
 
 from ._io import write_atomic
-from .experiments import fit_order
+from .orders import fit_order
 from .schedules import BetaSchedule
 
 __all__ = ["samples_vs_truth", "sample_paths", "marginal_densities", "alpha_bar_vs_exp", "convergence",
@@ -343,7 +343,7 @@ def convergence(series: Mapping[str, tuple[ArrayLike, ArrayLike]], path: PathLik
     """Log–log error against step count, one line per series, each with its fitted slope.
 
     For each label the order p of ``error ≈ C n^{-p}`` is fitted by
-    :func:`diffsde.experiments.fit_order` (least squares on the logs), or taken from
+    :func:`diffsde.orders.fit_order` (least squares on the logs), or taken from
     ``orders[label]`` when given (e.g. a study's fit that left out points at its noise
     floor); the dashed line has slope -p and the least-squares intercept for that slope, and
     the legend reads ``label (p = …)``. ``floor`` draws a horizontal dotted line (a Monte

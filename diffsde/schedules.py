@@ -17,14 +17,14 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
-from typing import NamedTuple, Sequence, Union
+from typing import Callable, NamedTuple, Sequence, Union
 
 import torch
 from torch import Tensor
 
-from ._checks import real_float64
+from ._checks import check_int, check_real, real_float64
 
-__all__ = ["BetaSchedule", "TimeGrid", "Interval"]
+__all__ = ["BetaSchedule", "TimeGrid", "Interval", "SCHEDULES"]
 
 
 class BetaSchedule:
@@ -80,9 +80,15 @@ class BetaSchedule:
         At n = 1000 this is DDPM's β from 1e-4 to 0.02; every n has the same
         ``T = (beta_min + beta_max) / 2 = 10.05``, so increasing n refines one continuous
         schedule. With the defaults n must be at least 21 (β_max = 20 / n < 1).
+
+        Raises:
+            TypeError: n not an int, or beta_min / beta_max not real numbers.
+            ValueError: n < 2, not 0 < beta_min <= beta_max < inf, or a β_i >= 1 (n <= beta_max).
         """
-        n = _check_steps(n, "n", minimum=2)
-        if not (0 < beta_min <= beta_max):
+        n = check_int(n, "n", minimum=2)
+        beta_min = check_real(beta_min, "beta_min", 0, low_open=True)
+        beta_max = check_real(beta_max, "beta_max", 0, low_open=True)
+        if beta_min > beta_max:
             raise ValueError(f"need 0 < beta_min <= beta_max, got beta_min={beta_min}, beta_max={beta_max}")
         s = torch.arange(n, dtype=torch.float64) / (n - 1)
         betas = (beta_min + (beta_max - beta_min) * s) / n
@@ -97,12 +103,14 @@ class BetaSchedule:
         """Nichol & Dhariwal's cosine schedule (Improved DDPM, eq. 17):
         ``ᾱ(i) = f(i) / f(0)``, ``f(i) = cos²(((i / n) + s) / (1 + s) · π / 2)``,
         ``β_j = min(1 - ᾱ(j + 1) / ᾱ(j), max_beta)``.
+
+        Raises:
+            TypeError: n not an int, or s / max_beta not real numbers.
+            ValueError: n < 1, s not in (0, inf), max_beta not in (0, 1).
         """
-        n = _check_steps(n, "n", minimum=1)
-        if not (s > 0):
-            raise ValueError(f"s must be > 0, got {s}")
-        if not (0 < max_beta < 1):
-            raise ValueError(f"max_beta must lie in (0, 1), got {max_beta}")
+        n = check_int(n, "n", minimum=1)
+        s = check_real(s, "s", 0, low_open=True)
+        max_beta = check_real(max_beta, "max_beta", 0, 1, low_open=True, high_open=True)
         grid = torch.arange(n + 1, dtype=torch.float64) / n
         f = torch.cos((grid + s) / (1 + s) * (math.pi / 2)) ** 2
         betas = torch.clamp(1 - f[1:] / f[:-1], max=max_beta)
@@ -126,7 +134,7 @@ class BetaSchedule:
         The seed-000 times of the old grid stay grid points (``t_i`` becomes
         ``t_{i·factor}``), so refining walks toward the continuous limit on a fixed time axis.
         """
-        factor = _check_steps(factor, "factor", minimum=1)
+        factor = check_int(factor, "factor", minimum=1)
         return BetaSchedule(torch.repeat_interleave(self._betas64 / factor, factor))
 
     def grid(self, t_min: float = 0.0, exact_times: bool = False) -> "TimeGrid":
@@ -136,8 +144,7 @@ class BetaSchedule:
         step keeps this schedule's β_i and ᾱ_i. The grid keeps the points with time >= t_min
         (so it ends at the first grid time at or above t_min; t_min = 0 keeps them all).
         """
-        if isinstance(t_min, bool) or not isinstance(t_min, (int, float)) or not (t_min >= 0):
-            raise ValueError(f"t_min must be a number >= 0, got {t_min!r}")
+        t_min = check_real(t_min, "t_min", 0)
         times = (self.exact_times if exact_times else self.times).to(device="cpu", dtype=torch.float64)
         alpha_bars = self.alpha_bars.to(device="cpu", dtype=torch.float64)
         keep = int(torch.count_nonzero(times >= t_min))  # times increase, so a suffix is dropped
@@ -164,12 +171,12 @@ class BetaSchedule:
                 f"{float(self.betas.max()):.3g}], dtype={self.betas.dtype}, device={self.betas.device})")
 
 
-def _check_steps(value: int, name: str, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
+SCHEDULES: dict[str, Callable[[int], BetaSchedule]] = {
+    "linear": BetaSchedule.linear,
+    "cosine": BetaSchedule.cosine,
+}
+"""The named schedules, name -> constructor of n steps: the one list that training, the studies
+and the command line offer (``SCHEDULES[name](n)``)."""
 
 
 class Interval(NamedTuple):
@@ -236,9 +243,16 @@ class TimeGrid:
 
     @classmethod
     def uniform(cls, T: float, t_min: float, n: int) -> "TimeGrid":
-        """n equal steps from T down to t_min."""
-        n = _check_steps(n, "n", minimum=1)
-        if not (0 <= t_min < T < math.inf):
+        """n equal steps from T down to t_min (OU times).
+
+        Raises:
+            TypeError: n not an int, or T / t_min not real numbers.
+            ValueError: n < 1, or not 0 <= t_min < T < inf.
+        """
+        n = check_int(n, "n", minimum=1)
+        T = check_real(T, "T", 0, low_open=True)
+        t_min = check_real(t_min, "t_min", 0)
+        if not t_min < T:
             raise ValueError(f"need 0 <= t_min < T < inf, got t_min={t_min!r}, T={T!r}")
         return cls.from_times(torch.linspace(T, t_min, n + 1, dtype=torch.float64))
 

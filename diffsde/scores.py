@@ -1,5 +1,5 @@
-"""Exact scores, log-densities and samples of p_t for Gaussian and Gaussian-mixture data,
-and the ε <-> score adapters (seed 000, DESIGN.md "Exact scores are first-class").
+"""Exact scores, log-densities and samples of p_t for Gaussian and Gaussian-mixture data
+(seed 000, DESIGN.md "Exact scores are first-class").
 
 Under the OU, a component N(μ, Σ) of p_0 becomes at time t
 
@@ -11,47 +11,32 @@ min(λ_min, 1) and max(λ_max, 1): one symmetric eigendecomposition at construct
 every later solve with Σ_t into a diagonal one, at any t, batched over per-sample times,
 with no matrix inverse and no refactorisation per t (a Cholesky factor of Σ_t would
 have to be recomputed for every t). Mixture responsibilities use log-sum-exp.
+
+The network adapters (ε-, x0- and v-prediction <-> score) live in :mod:`diffsde.parametrizations`;
+``noise_std``, ``score_from_epsilon``, ``epsilon_from_score``, ``EpsilonScore`` and
+``EpsilonFromScore`` are importable from here too, as before.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence, Union
+from typing import Sequence, Union
 
 import torch
 from torch import Tensor
 
-from ._checks import (TimeLike, broadcast_time, check_data, check_time, exp_neg, one_minus_exp_neg, real_float64,
-                      sqrt)
+from ._checks import (TimeLike, broadcast_time, check_data, check_int, check_spd, check_time, exp_neg,
+                      one_minus_exp_neg, real_float64, sqrt)
+# Moved to diffsde.parametrizations; re-exported so that ``from diffsde.scores import ...`` keeps working.
+from .parametrizations import (EpsilonFromScore, EpsilonScore, epsilon_from_score, noise_std,  # noqa: F401
+                               score_from_epsilon)
 
 __all__ = [
     "GaussianMixtureScore",
     "GaussianScore",
-    "EpsilonScore",
-    "EpsilonFromScore",
-    "score_from_epsilon",
-    "epsilon_from_score",
-    "noise_std",
 ]
 
 ArrayLike = Union[Tensor, Sequence]
-
-
-def noise_std(t: TimeLike) -> Union[float, Tensor]:
-    """``sqrt(1 - e^{-t})``, the standard deviation of the noise in x_t given x0
-    (seed 000: ``x_t = e^{-t/2} x0 + sqrt(1 - e^{-t}) ε``; DESIGN.md "One time variable")."""
-    return sqrt(one_minus_exp_neg(float(t) if not isinstance(t, Tensor) else t))
-
-
-def score_from_epsilon(eps: Tensor, sigma: Union[float, Tensor]) -> Tensor:
-    """``s = -ε / σ`` with ``σ = sqrt(1 - ᾱ)`` (seed 000, eq. "1.6 DDPM result score eps")."""
-    return -eps / sigma
-
-
-def epsilon_from_score(score_value: Tensor, sigma: Union[float, Tensor]) -> Tensor:
-    """``ε = -σ s`` with ``σ = sqrt(1 - ᾱ)`` (seed 000, eq. "score and eps"), the inverse of
-    :func:`score_from_epsilon`."""
-    return -sigma * score_value
 
 
 def _as_float64(value: ArrayLike, name: str) -> Tensor:
@@ -104,7 +89,7 @@ class GaussianMixtureScore:
         total = float(weights.sum())
         if abs(total - 1.0) > 1e-6:
             raise ValueError(f"weights must sum to 1 (within 1e-6), got sum {total!r}")
-        _check_spd(covs, self._cov_label)
+        self._check_covs(covs)
         self.weights = weights / total
         self.means = means
         self.covs = covs
@@ -113,8 +98,8 @@ class GaussianMixtureScore:
         self._time_cache: dict = {}
 
     @staticmethod
-    def _cov_label(index: int) -> str:
-        return f"covs[{index}]"
+    def _check_covs(covs: Tensor) -> None:
+        check_spd(covs, "covs")
 
     @property
     def dim(self) -> int:
@@ -271,8 +256,7 @@ class GaussianMixtureScore:
         Components are drawn with ``torch.multinomial`` and then ``e^{-t/2} μ_k + U_k sqrt(λ_t) z``.
         ``device`` defaults to the generator's (or the CPU), ``dtype`` to torch's default.
         """
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"n must be a positive int, got {n!r}")
+        n = check_int(n, "n", minimum=1)
         t = _scalar_time(t)
         if device is None:
             device = generator.device if generator is not None else "cpu"
@@ -312,8 +296,8 @@ class GaussianScore(GaussianMixtureScore):
         super().__init__(torch.ones(1, dtype=torch.float64), mean.unsqueeze(0), cov.unsqueeze(0))
 
     @staticmethod
-    def _cov_label(index: int) -> str:
-        return "cov"
+    def _check_covs(covs: Tensor) -> None:
+        check_spd(covs[0], "cov")
 
     @property
     def mean(self) -> Tensor:
@@ -327,66 +311,6 @@ class GaussianScore(GaussianMixtureScore):
 
     def __repr__(self) -> str:
         return f"GaussianScore(d={self.dim})"
-
-
-class EpsilonScore:
-    """The score of an ε-predictor: ``s(x, t) = -ε(x, t) / sqrt(1 - e^{-t})``
-    (seed 000, eq. "1.6 DDPM result score eps").
-
-    Args:
-        eps_model: callable ``eps_model(x, t)`` with x of shape (batch, d) and t a (batch,)
-            tensor of OU times, returning ε of x's shape (an ``nn.Module`` such as
-            :class:`diffsde.EpsilonMLP`). A model with ``accepts_float_time = True`` is
-            handed a scalar time as a Python float instead.
-
-    The division is singular at t = 0, so ``t <= 0`` raises ValueError: samplers stop at
-    ``t_min > 0`` or take a final step that does not evaluate the score at 0.
-    """
-
-    singular_at_zero = True
-
-    def __init__(self, eps_model: Callable[[Tensor, Tensor], Tensor]):
-        if not callable(eps_model):
-            raise TypeError(f"eps_model must be callable as eps_model(x, t), got {type(eps_model).__name__}")
-        self.eps_model = eps_model
-
-    @property
-    def dim(self) -> int | None:
-        """The model's data dimension, when it declares one (``eps_model.dim``)."""
-        return getattr(self.eps_model, "dim", None)
-
-    def __call__(self, x: Tensor, t: TimeLike) -> Tensor:
-        check_data(x, "x")
-        check_time(t, "t", strict_low=True)
-        if _is_number(t) and getattr(self.eps_model, "accepts_float_time", False):
-            # The model takes the (already checked) Python float itself: no tensor of times to
-            # re-check on the host, so a CUDA sampling loop never synchronises here.
-            t_model = float(t)
-        else:
-            t_model = t.to(device=x.device, dtype=x.dtype) if isinstance(t, Tensor) else None
-            if t_model is None or t_model.dim() == 0:
-                t_model = torch.full(x.shape[:1], float(t), device=x.device, dtype=x.dtype)
-        eps = self.eps_model(x, t_model)
-        return score_from_epsilon(eps, noise_std(broadcast_time(t, x)))
-
-    score = __call__
-
-    def __repr__(self) -> str:
-        return f"EpsilonScore({type(self.eps_model).__name__})"
-
-
-class EpsilonFromScore:
-    """An ε-predictor made from a score: ``ε(x, t) = -sqrt(1 - e^{-t}) s(x, t)``
-    (seed 000, eq. "score and eps"); e.g. the exact ε of Gaussian data for the VLB."""
-
-    def __init__(self, score: Callable[[Tensor, TimeLike], Tensor]):
-        if not callable(score):
-            raise TypeError(f"score must be callable as score(x, t), got {type(score).__name__}")
-        self.score = score
-        self.dim = getattr(score, "dim", None)
-
-    def __call__(self, x: Tensor, t: TimeLike) -> Tensor:
-        return epsilon_from_score(self.score(x, t), noise_std(broadcast_time(t, x)))
 
 
 _TIME_CACHE_SIZE = 8192  # per-t constants kept (a few hundred bytes each for small K and d)
@@ -403,14 +327,3 @@ def _scalar_time(t: TimeLike) -> float:
         t = float(t)
     check_time(t, "t")
     return float(t)
-
-
-def _check_spd(covs: Tensor, label: Callable[[int], str]) -> None:
-    for index, cov in enumerate(covs):
-        scale = float(cov.abs().max())
-        asym = float((cov - cov.T).abs().max())
-        if asym > 1e-10 * max(scale, 1e-300):
-            raise ValueError(f"{label(index)} must be symmetric; max |C - C^T| = {asym:.3g}")
-        if int(torch.linalg.cholesky_ex(cov).info) != 0:
-            raise ValueError(f"{label(index)} must be positive definite; its Cholesky factorisation failed "
-                             f"(smallest eigenvalue {float(torch.linalg.eigvalsh(cov)[0]):.3g})")

@@ -1,41 +1,34 @@
-"""The forward OU process, its Anderson reverse SDE and the probability-flow ODE (seed 000).
+"""The reverse SDE and the probability-flow ODE of a forward process, as torchsde-ready objects.
 
-All in the OU's own time (DESIGN.md):
+For a process ``dx = f(x, τ) dτ + g(τ) dW`` on its clock τ ∈ [0, T] (:mod:`diffsde.processes`) and a
+score ``s(x, τ) = ∇ log p_τ(x)`` in that process's coordinates, in backward time ``τ' = T - τ``:
 
-* forward SDE (seed 000, eq. "1.5 OU process Noise"): ``dx = -½ x dt + dW``, stationary law N(0, I);
-  marginal given x0: ``x_t = e^{-t/2} x0 + sqrt(1 - e^{-t}) ε``, so ``ᾱ(t) = e^{-t}``;
-* reverse SDE in backward time ``t' = T - t`` (seed 000, eq. "1.5 reverse diffusion process",
-  Anderson 1982): ``dx = (½ x + s(x, T - t')) dt' + dW'``;
-* probability-flow ODE (Song et al. 2021, eq. 13 for this OU): ``dx/dt' = ½ x + ½ s(x, T - t')``.
+* reverse SDE (Anderson 1982; Song et al. 2021, eq. 6): ``dx = [g² s - f](x, T - τ') dτ' + g dW'``;
+* probability-flow ODE (Song et al. 2021, eq. 13): ``dx/dτ' = [½ g² s - f](x, T - τ')``.
+
+For the canonical OU (seed 000, DESIGN.md) these are ``dx = (½ x + s(x, T - t')) dt' + dW'`` and
+``dx/dt' = ½ x + ½ s(x, T - t')``. ``ReverseSDE(score, T)`` (no process) is the OU's, as before.
 
 The classes expose ``f(t, y)``, ``g(t, y)``, ``noise_type`` and ``sde_type`` so
 ``torchsde.sdeint`` accepts them as they are (``y`` of shape (batch, d) there).
+``OU``, ``reverse_sde_drift`` and ``probability_flow_drift`` live in :mod:`diffsde.processes`
+and are importable from here as before.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Sequence, Union
+from typing import Union
 
 import torch
 from torch import Tensor
 
-from ._checks import TimeLike, broadcast_time, check_data, check_time, exp_neg, one_minus_exp_neg, sqrt
+from ._checks import TimeLike, broadcast_time, check_time
+from .processes import OU, Process, Score, probability_flow_drift, reverse_sde_drift
 
 __all__ = ["OU", "ReverseSDE", "ProbabilityFlowODE", "reverse_sde_drift", "probability_flow_drift",
            "vp_forward_step"]
 
-Score = Callable[[Tensor, TimeLike], Tensor]
-
-
-def reverse_sde_drift(x: Tensor, score_value: Tensor) -> Tensor:
-    """Drift of the reverse SDE in backward time, ``½ x + s`` (seed 000, Langevin decomposition:
-    the Langevin drift s minus the forward drift -½ x)."""
-    return 0.5 * x + score_value
-
-
-def probability_flow_drift(x: Tensor, score_value: Tensor) -> Tensor:
-    """Velocity of the probability-flow ODE in backward time, ``½ x + ½ s`` (Song et al. 2021, eq. 13)."""
-    return 0.5 * (x + score_value)
+_CANONICAL_OU = OU()
 
 
 def vp_forward_step(x: Tensor, beta: float, noise: Tensor) -> Tensor:
@@ -46,96 +39,51 @@ def vp_forward_step(x: Tensor, beta: float, noise: Tensor) -> Tensor:
     return (1.0 - beta) ** 0.5 * x + beta ** 0.5 * noise
 
 
-class OU:
-    """The forward Ornstein–Uhlenbeck process ``dx = -½ x dt + dW`` on t >= 0 (seed 000).
-
-    Knows nothing of step counts or final times. Times ``t`` may be a Python float, a
-    0-d tensor or a (batch,) tensor of per-sample times; ``t < 0`` raises ValueError.
-    Also a torchsde SDE (diagonal Itô noise) in forward time.
-    """
-
-    noise_type = "diagonal"
-    sde_type = "ito"
-
-    def drift(self, x: Tensor, t: TimeLike) -> Tensor:
-        """Forward drift ``-½ x``; x of shape (batch, ...)."""
-        check_time(t, "t")
-        return -0.5 * x
-
-    def diffusion(self, t: TimeLike) -> Union[float, Tensor]:
-        """Forward diffusion coefficient, 1 (a float, or ones shaped like a tensor ``t``)."""
-        check_time(t, "t")
-        return torch.ones_like(t) if isinstance(t, Tensor) else 1.0
-
-    def alpha_bar(self, t: TimeLike) -> Union[float, Tensor]:
-        """``ᾱ(t) = e^{-t}``, the signal variance kept at time t (seed 000, eq. "alpha bar limit")."""
-        check_time(t, "t")
-        return exp_neg(t if isinstance(t, Tensor) else float(t))
-
-    def marginal(self, x0: Tensor, t: TimeLike) -> tuple[Tensor, Tensor]:
-        """Mean and standard deviation of ``x_t | x0``: ``(e^{-t/2} x0, sqrt(1 - e^{-t}))``.
-
-        Args:
-            x0: (batch, ...) starting points.
-            t: float, 0-d or (batch,) OU time(s), t >= 0.
-        Returns:
-            mean of x0's shape; std as a tensor that broadcasts against it.
-        """
-        check_data(x0, "x0")
-        check_time(t, "t")
-        tb = broadcast_time(t, x0)
-        mean = sqrt(exp_neg(tb)) * x0
-        std = torch.as_tensor(sqrt(one_minus_exp_neg(tb)), dtype=x0.dtype, device=x0.device)
-        return mean, std
-
-    def sample_marginal(self, x0: Tensor, t: TimeLike, generator: torch.Generator | None = None) -> Tensor:
-        """Draw ``x_t = e^{-t/2} x0 + sqrt(1 - e^{-t}) ε`` exactly (no discretization)."""
-        mean, std = self.marginal(x0, t)
-        noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-        return mean + std * noise
-
-    def prior(self, shape: Union[int, Sequence[int]], generator: torch.Generator | None = None,
-              device: Union[str, torch.device, None] = None, dtype: torch.dtype | None = None) -> Tensor:
-        """Draw from the stationary law N(0, I), the usual start of the reverse process."""
-        shape = (shape,) if isinstance(shape, int) else tuple(shape)
-        return torch.randn(shape, generator=generator, device=device, dtype=dtype)
-
-    def reverse(self, score: Score, T: float) -> "ReverseSDE":
-        """The reverse SDE of this process on [0, T] for the given score."""
-        return ReverseSDE(score, T)
-
-    def probability_flow(self, score: Score, T: float) -> "ProbabilityFlowODE":
-        """The probability-flow ODE of this process on [0, T] for the given score."""
-        return ProbabilityFlowODE(score, T)
-
-    # torchsde interface (forward time)
-    def f(self, t: TimeLike, y: Tensor) -> Tensor:
-        return self.drift(y, t)
-
-    def g(self, t: TimeLike, y: Tensor) -> Tensor:
-        check_time(t, "t")
-        return torch.ones_like(y)
-
-    def __repr__(self) -> str:
-        return "OU(dx = -x/2 dt + dW)"
+def _process_score_and_T(first, second, T, owner: str) -> tuple:
+    """Tell ``owner(process, score, T=None)`` from the older ``owner(score, T)``, whose process is
+    the OU: by whether the first argument satisfies the :class:`~diffsde.processes.Process` protocol
+    (an object without ``ou_time`` cannot, which settles a score without the ~30 µs protocol check)."""
+    if hasattr(first, "ou_time") and isinstance(first, Process):
+        return first, second, T
+    if first is None:  # owner(score=..., T=...)
+        return _CANONICAL_OU, second, T
+    if second is not None and T is not None:
+        raise TypeError(f"{owner}(score, T) got T twice; pass sde_type and noise_type by keyword")
+    return _CANONICAL_OU, first, T if second is None else second
 
 
 class _BackwardTimeProcess:
-    """Shared bookkeeping of the reverse-time objects: the score, T and the map t = T - t'."""
+    """Shared bookkeeping of the reverse-time objects: the process, the score, T and the map
+    τ = T - τ'. ``_rule`` names the process's drift rule (``reverse_drift`` or ``flow_drift``)."""
 
-    def __init__(self, score: Score, T: float, sde_type: str = "ito", noise_type: str = "diagonal"):
+    _rule: str
+
+    def __init__(self, process: Process | Score | None = None, score: Score | float | None = None,
+                 T: float | None = None, sde_type: str = "ito", noise_type: str = "diagonal"):
+        process, score, T = _process_score_and_T(process, score, T, type(self).__name__)
         if not callable(score):
             raise TypeError(f"score must be callable as score(x, t), got {type(score).__name__}")
+        if T is None:
+            T = process.T
+            if T is None:
+                raise ValueError(f"T must be given for {process!r}, whose clock has no end")
         if isinstance(T, Tensor):
             T = float(T)
         if isinstance(T, bool) or not isinstance(T, (int, float)) or not (T > 0) or T == float("inf"):
             raise ValueError(f"T must be a finite number > 0, got {T!r}")
+        if process.T is not None and T > process.T:
+            raise ValueError(f"T must be in (0, {process.T:g}], the end of the clock of {process!r}, got {T!r}")
         if sde_type not in ("ito", "stratonovich"):
             raise ValueError(f"sde_type must be 'ito' or 'stratonovich', got {sde_type!r}")
         if noise_type not in ("diagonal", "additive"):
             raise ValueError(f"noise_type must be 'diagonal' or 'additive', got {noise_type!r}")
+        self.process = process
         self.score = score
         self.T = float(T)
+        # The process's rule, bound once: the OU's is reverse_sde_drift / probability_flow_drift
+        # itself, so the OU path does no more per call than those functions.
+        self._drift_rule = getattr(process, self._rule)
+        self._diffusion_constant = process.diffusion_constant
         # The noise is additive (g does not depend on y), so the Itô and Stratonovich
         # readings of the same equation coincide; the type only selects torchsde's solvers.
         self.sde_type = sde_type
@@ -145,7 +93,7 @@ class _BackwardTimeProcess:
         self.noise_type = noise_type
 
     def forward_time(self, t_prime: TimeLike) -> TimeLike:
-        """Forward OU time ``t = T - t'`` for backward time ``t'`` in [0, T]."""
+        """Forward time ``τ = T - τ'`` in the process's clock for backward time ``τ'`` in [0, T]."""
         # Slack for float32 time tensors that round T up by an ulp (torchsde's ts).
         slack = 1e-6 * max(1.0, self.T)
         check_time(t_prime, "t' (backward time)", low=-slack, high=self.T + slack)
@@ -156,57 +104,85 @@ class _BackwardTimeProcess:
         return min(max(self.T - float(t_prime), 0.0), self.T)
 
     def score_at(self, x: Tensor, t_prime: TimeLike) -> Tensor:
-        """The score ``s(x, T - t')`` at backward time t'."""
+        """The score ``s(x, T - τ')`` at backward time τ'."""
         return self.score(x, self.forward_time(t_prime))
 
     def f(self, t: TimeLike, y: Tensor) -> Tensor:
         return self.drift(y, t)
 
     def g(self, t: TimeLike, y: Tensor) -> Tensor:
+        coefficient = self.diffusion(t)
         if self.noise_type == "additive":
             eye = torch.eye(y.shape[-1], dtype=y.dtype, device=y.device)
-            return (self.diffusion(t) * eye).expand(y.shape[0], -1, -1)
-        return self.diffusion(t) * torch.ones_like(y)
+            if isinstance(coefficient, Tensor) and coefficient.dim() > 0:
+                coefficient = coefficient.to(y).reshape(-1, 1, 1)
+            return (coefficient * eye).expand(y.shape[0], -1, -1)
+        if isinstance(coefficient, Tensor):
+            coefficient = broadcast_time(coefficient, y)
+        return coefficient * torch.ones_like(y)
 
     def g_prod(self, t: TimeLike, y: Tensor, v: Tensor) -> Tensor:
         """``g(t, y) v`` for torchsde: the diffusion is a multiple of the identity, so this is ``c v``."""
-        return self.diffusion(t) * v
+        coefficient = self.diffusion(t)
+        if isinstance(coefficient, Tensor):
+            coefficient = broadcast_time(coefficient, v)
+        return coefficient * v
 
 
 class ReverseSDE(_BackwardTimeProcess):
-    """Anderson's reverse SDE of the OU in backward time t' = T - t (seed 000):
-    ``dx = (½ x + s(x, T - t')) dt' + dW'``, t' in [0, T].
+    """The reverse SDE of a process in backward time τ' = T - τ (Anderson 1982; Song et al. 2021,
+    eq. 6): ``dx = [g² s - f](x, T - τ') dτ' + g(T - τ') dW'``, τ' in [0, T]. For the OU (seed 000):
+    ``dx = (½ x + s(x, T - t')) dt' + dW'``.
+
+    ``ReverseSDE(process, score, T=None)``; the older ``ReverseSDE(score, T)`` is the OU's.
 
     Args:
-        score: callable ``score(x, t)`` giving ∇ log p_t(x) at forward time t.
-        T: final forward time (> 0); t' = 0 is forward time T.
+        process: a :class:`~diffsde.processes.Process` (VP, SubVP, VE, EDM, OU, ...).
+        score: callable ``score(x, τ)`` giving ∇ log p_τ(x) in the process's coordinates and clock.
+        T: final forward time (> 0, at most ``process.T``); defaults to ``process.T`` (required
+            for the OU). τ' = 0 is forward time T.
         sde_type: "ito" (default) or "stratonovich"; identical here (additive noise).
         noise_type: torchsde's noise type, "diagonal" (default) or "additive".
+
+    Raises:
+        TypeError: a score that is not callable.
+        ValueError: T missing for the OU, not a finite number > 0, or past ``process.T``; an
+            unknown sde_type or noise_type.
     """
 
-    def drift(self, x: Tensor, t_prime: TimeLike) -> Tensor:
-        """``½ x + s(x, T - t')``."""
-        return reverse_sde_drift(x, self.score_at(x, t_prime))
+    _rule = "reverse_drift"
 
-    def diffusion(self, t_prime: TimeLike) -> float:
-        """Diffusion coefficient, 1."""
-        return 1.0
+    def drift(self, x: Tensor, t_prime: TimeLike) -> Tensor:
+        """``[g² s - f](x, T - τ')``; for the OU ``½ x + s(x, T - t')``."""
+        tau = self.forward_time(t_prime)
+        return self._drift_rule(x, self.score(x, tau), tau)
+
+    def diffusion(self, t_prime: TimeLike) -> Union[float, Tensor]:
+        """Diffusion coefficient ``g(T - τ')``: 1 for the OU."""
+        if self._diffusion_constant is not None:
+            return self._diffusion_constant
+        return self.process.diffusion(self.forward_time(t_prime))
 
     def __repr__(self) -> str:
-        return f"ReverseSDE(T={self.T:g}, sde_type={self.sde_type!r})"
+        return f"ReverseSDE({self.process!r}, T={self.T:g}, sde_type={self.sde_type!r})"
 
 
 class ProbabilityFlowODE(_BackwardTimeProcess):
-    """The probability-flow ODE of the OU in backward time: ``dx/dt' = ½ x + ½ s(x, T - t')``.
+    """The probability-flow ODE of a process in backward time τ' = T - τ (Song et al. 2021, eq. 13):
+    ``dx/dτ' = [½ g² s - f](x, T - τ')``; for the OU ``½ x + ½ s(x, T - t')``.
 
-    Shares the reverse SDE's marginals q_{t'} = p_{T - t'} (Song et al. 2021, eq. 13).
-    As a torchsde SDE it has zero diffusion; ``ode(t, y)`` is the same velocity for
-    ODE solvers that call ``func(t, y)``.
+    Shares the reverse SDE's marginals q_{τ'} = p_{T - τ'}. Built as ``ProbabilityFlowODE(process,
+    score, T=None)`` or, for the OU, the older ``ProbabilityFlowODE(score, T)``; the arguments and
+    errors are :class:`ReverseSDE`'s. As a torchsde SDE it has zero diffusion; ``ode(t, y)`` is the
+    same velocity for ODE solvers that call ``func(t, y)``.
     """
 
+    _rule = "flow_drift"
+
     def drift(self, x: Tensor, t_prime: TimeLike) -> Tensor:
-        """``½ x + ½ s(x, T - t')``."""
-        return probability_flow_drift(x, self.score_at(x, t_prime))
+        """``[½ g² s - f](x, T - τ')``; for the OU ``½ x + ½ s(x, T - t')``."""
+        tau = self.forward_time(t_prime)
+        return self._drift_rule(x, self.score(x, tau), tau)
 
     def diffusion(self, t_prime: TimeLike) -> float:
         """Diffusion coefficient, 0."""
@@ -216,4 +192,4 @@ class ProbabilityFlowODE(_BackwardTimeProcess):
         return self.drift(y, t)
 
     def __repr__(self) -> str:
-        return f"ProbabilityFlowODE(T={self.T:g})"
+        return f"ProbabilityFlowODE({self.process!r}, T={self.T:g})"

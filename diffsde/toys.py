@@ -22,13 +22,12 @@ from __future__ import annotations
 import inspect
 import math
 from functools import partial
-from numbers import Integral, Real
 from typing import Callable, Sequence, Union
 
 import torch
 from torch import Tensor
 
-from ._checks import TimeLike
+from ._checks import TimeLike, check_int, check_real
 from .scores import GaussianMixtureScore, GaussianScore
 
 __all__ = [
@@ -82,7 +81,7 @@ class Toy:
             ValueError: n is not an int >= 1, or device differs from the generator's device.
             TypeError: dtype is not a floating-point dtype.
         """
-        n = _positive_int(n, "n")
+        n = check_int(n, "n", minimum=1)
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
         if device is None:
@@ -167,23 +166,7 @@ class SampledToy(Toy):
         return self._draw_fn(n, generator, device, dtype)
 
 
-# -- argument checks --------------------------------------------------------------------
-
-def _positive_int(value, name: str, low: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    return int(value)
-
-
-def _real(value, name: str, *, positive: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    value = float(value)
-    interval = "(0, inf)" if positive else "[0, inf)"
-    if not math.isfinite(value) or value < 0 or (positive and value == 0):
-        raise ValueError(f"{name} must be in {interval}, got {value!r}")
-    return value
-
+# -- parameter conversion ---------------------------------------------------------------
 
 def _float64(value):
     """A Python sequence as a float64 tensor, so that no parameter passes through float32
@@ -242,9 +225,9 @@ def ring(n_modes: int = 8, radius: float = 4.0, std: float = 0.5) -> MixtureToy:
     Raises:
         ValueError: n_modes not an int >= 1, radius or std not in (0, inf).
     """
-    n_modes = _positive_int(n_modes, "n_modes")
-    radius = _real(radius, "radius", positive=True)
-    std = _real(std, "std", positive=True)
+    n_modes = check_int(n_modes, "n_modes", minimum=1)
+    radius = check_real(radius, "radius", 0, low_open=True)
+    std = check_real(std, "std", 0, low_open=True)
     angles = 2 * math.pi * torch.arange(n_modes, dtype=torch.float64) / n_modes
     means = radius * torch.stack([torch.cos(angles), torch.sin(angles)], dim=1)
     covs = std**2 * torch.eye(2, dtype=torch.float64).expand(n_modes, 2, 2)
@@ -263,9 +246,9 @@ def grid(k: int = 5, spacing: float = 2.0, std: float = 0.3) -> MixtureToy:
     Raises:
         ValueError: k not an int >= 1, spacing or std not in (0, inf).
     """
-    k = _positive_int(k, "k")
-    spacing = _real(spacing, "spacing", positive=True)
-    std = _real(std, "std", positive=True)
+    k = check_int(k, "k", minimum=1)
+    spacing = check_real(spacing, "spacing", 0, low_open=True)
+    std = check_real(std, "std", 0, low_open=True)
     axis = spacing * (torch.arange(k, dtype=torch.float64) - (k - 1) / 2)
     means = torch.cartesian_prod(axis, axis).reshape(k * k, 2)
     covs = std**2 * torch.eye(2, dtype=torch.float64).expand(k * k, 2, 2)
@@ -299,8 +282,8 @@ def moons(noise: float = 0.2, scale: float = 2.0) -> SampledToy:
     Raises:
         ValueError: noise not in [0, inf) or scale not in (0, inf).
     """
-    noise = _real(noise, "noise", positive=False)
-    scale = _real(scale, "scale", positive=True)
+    noise = check_real(noise, "noise", 0)
+    scale = check_real(scale, "scale", 0, low_open=True)
     return SampledToy("moons", 2, partial(_draw_moons, noise=noise, scale=scale), {"noise": noise, "scale": scale})
 
 
@@ -323,8 +306,8 @@ def swiss_roll(noise: float = 0.1, scale: float = 0.25) -> SampledToy:
     Raises:
         ValueError: noise not in [0, inf) or scale not in (0, inf).
     """
-    noise = _real(noise, "noise", positive=False)
-    scale = _real(scale, "scale", positive=True)
+    noise = check_real(noise, "noise", 0)
+    scale = check_real(scale, "scale", 0, low_open=True)
     return SampledToy("swiss_roll", 2, partial(_draw_swiss_roll, noise=noise, scale=scale),
                       {"noise": noise, "scale": scale})
 
@@ -347,8 +330,8 @@ def checkerboard(k: int = 4, size: float = 8.0) -> SampledToy:
     Raises:
         ValueError: k not an int >= 1 or size not in (0, inf).
     """
-    k = _positive_int(k, "k")
-    size = _real(size, "size", positive=True)
+    k = check_int(k, "k", minimum=1)
+    size = check_real(size, "size", 0, low_open=True)
     return SampledToy("checkerboard", 2, partial(_draw_checkerboard, k=k, size=size), {"k": k, "size": size})
 
 
@@ -369,9 +352,9 @@ def rings(n_rings: int = 3, radius: float = 3.0, noise: float = 0.1) -> SampledT
     Raises:
         ValueError: n_rings not an int >= 1, radius not in (0, inf), noise not in [0, inf).
     """
-    n_rings = _positive_int(n_rings, "n_rings")
-    radius = _real(radius, "radius", positive=True)
-    noise = _real(noise, "noise", positive=False)
+    n_rings = check_int(n_rings, "n_rings", minimum=1)
+    radius = check_real(radius, "radius", 0, low_open=True)
+    noise = check_real(noise, "noise", 0)
     return SampledToy("rings", 2, partial(_draw_rings, n_rings=n_rings, radius=radius, noise=noise),
                       {"n_rings": n_rings, "radius": radius, "noise": noise})
 

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from diffsde import cli, toys
-from diffsde.experiments import StudyResult, alpha_bar_limit, convergence_study
+from diffsde import cli, demo, toys
+from diffsde.studies import StudyResult, alpha_bar_limit, convergence_study
 from diffsde.training import load_checkpoint
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -55,16 +55,16 @@ def test_demo_end_to_end_in_a_subprocess(tmp_path):
     rows = payload["rows"]
     # 7 methods x (learned, exact) + the noise-floor row, each with every metric, all finite.
     assert [(row["score"], row["method"]) for row in rows[:-1]] == \
-        [(score, method) for score in ("learned", "exact") for method in cli.DEMO_METHODS]
+        [(score, method) for score in ("learned", "exact") for method in demo.DEMO_METHODS]
     assert rows[-1]["method"] == "exact samples"
     for row in rows:
         for column in ("sw2", "energy", "mode_tv", "mean_err", "cov_err"):
             assert np.isfinite(row[column]) and row[column] >= 0
     # The printed table is the JSON's table, and it names the report folder.
-    assert cli.format_table(rows, cli.DEMO_COLUMNS) in done.stdout
+    assert cli.format_table(rows, demo.DEMO_COLUMNS) in done.stdout
     assert f"report: {out}" in done.stdout
     report = (out / "report.md").read_text()
-    assert cli.format_table(rows, cli.DEMO_COLUMNS) in report
+    assert cli.format_table(rows, demo.DEMO_COLUMNS) in report
     figures = sorted(p.name for p in out.glob("*.png"))
     assert figures == ["alpha_bar.png", "densities.png", "error_vs_nfe.png", "loss.png", "paths.png",
                        "samples_exact.png", "samples_learned.png"]
@@ -103,7 +103,8 @@ def test_existing_output_folder_is_refused_without_force_and_replaced_with_it(tm
 def test_existing_folder_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
     out = tmp_path / "report"
     out.mkdir()
-    monkeypatch.setattr(cli, "train", lambda *a, **k: pytest.fail("trained although the output folder exists"))
+    monkeypatch.setattr(demo, "run_demo", lambda *a, **k: pytest.fail("ran the demo although the output folder exists"))
+    monkeypatch.setattr(demo, "train", lambda *a, **k: pytest.fail("trained although the output folder exists"))
     status, _, err = run(["demo", "--small", "--out", out], capsys)
     assert_one_line_error(status, err)
 
@@ -234,7 +235,7 @@ def test_the_global_rng_and_thread_count_are_left_alone(capsys):
     (["demo", "--steps", "10"], "--steps"),
     (["train", "--toy", "unicorn"], "--toy"),
     (["train", "--lr", "-1"], "--lr"),
-    (["sample", "--method", "rk4", "--toy", "ring", "--exact"], "unknown method spec"),
+    (["sample", "--method", "rk4", "--toy", "ring", "--exact"], "unknown method 'rk4'"),
     (["sample", "--toy", "ring"], "exactly one of --checkpoint"),
     (["sample", "--exact"], "--exact needs --toy"),
     (["sample", "--toy", "moons", "--exact"], "no exact score"),

@@ -425,5 +425,9 @@ def test_sliced_wasserstein_refuses_bad_parameters():
     x = np.zeros((4, 2))
     with pytest.raises(ValueError, match="n_projections must be an int >= 1"):
         sliced_wasserstein(x, x, n_projections=0)
-    with pytest.raises(ValueError, match=r"p must be a real number in \[1, inf\)"):
+    with pytest.raises(ValueError, match=r"p must be in \[1, inf\)"):
         sliced_wasserstein(x, x, p=0.5)
+    with pytest.raises(TypeError, match=r"n_projections must be an int >= 1, got float 2.0"):
+        sliced_wasserstein(x, x, n_projections=2.0)
+    with pytest.raises(TypeError, match=r"p must be a real number in \[1, inf\), got str"):
+        sliced_wasserstein(x, x, p="2")

@@ -102,3 +102,20 @@ def test_dtype_mismatch_is_a_type_error(device):
 def test_bad_constructor_arguments(kwargs):
     with pytest.raises(ValueError):
         EpsilonMLP(**kwargs)
+
+
+def test_log_snr_is_the_ratio_of_the_ous_coefficients():
+    from diffsde.parametrizations import noise_variance, signal_scale
+
+    t = torch.logspace(-6, math.log10(40.0), 50, dtype=torch.float64)
+    # λ = log(α² / σ²) with α² = e^{-t} (so log α² = -t exactly) and σ² = 1 - e^{-t}.
+    assert torch.equal(log_snr(t), -t - torch.log(noise_variance(t)))
+    assert torch.allclose(log_snr(t), torch.log(signal_scale(t) ** 2 / noise_variance(t)), rtol=1e-12, atol=1e-12)
+
+
+def test_a_non_int_size_is_a_type_error_too():
+    # Refused with ValueError before the checks were shared; now a TypeError that is also a ValueError.
+    with pytest.raises(TypeError, match=r"hidden must be an int >= 1, got float 2.5"):
+        EpsilonMLP(2, hidden=2.5)
+    with pytest.raises(ValueError, match=r"embed_dim must be an even int >= 2, got 31"):
+        EpsilonMLP(2, embed_dim=31)

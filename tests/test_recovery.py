@@ -3,7 +3,7 @@ back the Gaussian's mean and covariance; and its score is close to the exact one
 
 p0 = N((1, -0.5), [[1.5, 0.4], [0.4, 0.3]]) (non-zero mean, correlation 0.6, variances 1.5 and 0.3).
 Errors are whitened by p0's covariance (units of p0's standard deviations / variances, worst
-direction). Each sampler's tolerance is the sum of three allowances (tests/toy_training.py):
+direction). Each sampler's tolerance is the sum of three allowances (diffsde.studies.allowances):
   * discretization: the sampler's EXACT output law with the exact score (diffsde.exact_output_law),
     against p0 — it contains the grid's error, t_min > 0 and the N(0, I) prior;
   * learning: a first-order bound on how far the measured score error δ = s_θ - s (its whitened mean
@@ -24,10 +24,11 @@ import torch
 
 from conftest import CUDA
 from diffsde import EpsilonMLP, GaussianScore, TimeGrid, eps_loss, exact_output_law, sample, train
+from diffsde.studies.allowances import (discretization_law, learning_allowance, propagation_gain, sampling_allowance,
+                                       score_error_profile, whitened_errors)
+from diffsde.studies.recovery import (FAST, FULL, SAMPLER_CASES, SMALL, RecoverySize, SamplerCase, fit_gaussian,
+                                      gaussian_2d, recover, sampling_grid)
 from diffsde.training import CheckpointError, TrainConfig
-from toy_training import (FULL, SAMPLER_CASES, SMALL, discretization_law, fit_gaussian, gaussian_2d,
-                          learning_allowance, propagation_gain, recover, sampling_allowance, sampling_grid,
-                          score_error_profile, whitened_errors)
 
 # Relative L2 score error caps sqrt(E‖s_θ - s‖² / E‖s‖²) under p_t, per size. Measured on the CPU
 # (EMA weights; initial-weight seeds 0 / 1 / 2; benchmarks/recovery_report.py --seed): FAST-64
@@ -48,7 +49,7 @@ SIZES = [
 
 @pytest.fixture(scope="module", params=SIZES)
 def recovery(request):
-    """A trained model (cached in toy_training), its score, the sampling grid and the score-error
+    """A trained model (cached by fit_gaussian), its score, the sampling grid and the score-error
     profile at every grid time."""
     device, name = request.param
     size = SMALL if name == "small" else FULL
@@ -89,8 +90,8 @@ def test_every_sampler_recovers_the_gaussian(recovery, case):
 @pytest.mark.parametrize("case", SAMPLER_CASES, ids=[case.name for case in SAMPLER_CASES])
 def test_discretization_law_is_the_law_of_the_exact_score_sampler(device, case):
     # With the exact score the learning term vanishes: the sample moments must sit within the
-    # sampling allowance of discretization_law. This checks the two laws that are not read off a
-    # fixed step by exact_output_law (torchsde's Euler = em's law; RK45 = the exact flow) and the
+    # sampling allowance of discretization_law. This checks the law that is not exact_output_law's
+    # (RK45 = the exact flow), exact_output_law's probes of torchsde's injected increments, and the
     # whitened-error bookkeeping, at the size the CPU test samples.
     truth, size = gaussian_2d(), SMALL
     grid = sampling_grid(size)
@@ -177,6 +178,34 @@ def test_learning_allowance_bounds_the_effect_of_a_known_score_error(case):
     cov_change = float(torch.linalg.matrix_norm(whiten @ (torch.cov(runs[1].T) - torch.cov(runs[0].T)) @ whiten.T, 2))
     assert 0.0 < mean_shift <= mean_bound, (mean_shift, mean_bound)
     assert 0.0 < cov_change <= cov_bound, (cov_change, cov_bound)
+
+
+def one_time_profile():
+    truth = gaussian_2d()
+    return score_error_profile(truth.score, truth, [1.0], 10)
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda: SamplerCase("x", "em", {}, "flow"), ValueError, "SamplerCase.flow"),
+    (lambda: SamplerCase("x", "pc", {}, "sde", -0.1), ValueError, "corrector_step"),
+    (lambda: RecoverySize(FAST, hidden=0, steps=100, n_samples=100, profile_samples=100), ValueError,
+     "RecoverySize.hidden"),
+    (lambda: sampling_allowance(1, 1.0), ValueError, "n must be"),
+    (lambda: sampling_allowance(100, 0.0), ValueError, "cov_scale"),
+    (lambda: whitened_errors(torch.zeros(3), torch.eye(3), gaussian_2d()), ValueError, "shapes"),
+    (lambda: whitened_errors(torch.zeros(2), torch.eye(2), None), TypeError, "truth must be a GaussianScore"),
+    (lambda: propagation_gain(gaussian_2d(), 1.0, "flow"), ValueError, "flow must be"),
+    (lambda: score_error_profile(gaussian_2d().score, gaussian_2d(), [0.1], 1), ValueError, "n must be"),
+    (lambda: score_error_profile(gaussian_2d().score, gaussian_2d(), [-1.0], 10), ValueError, "times must be"),
+    (lambda: score_error_profile(None, gaussian_2d(), [0.1], 10), TypeError, "score must be callable"),
+    (lambda: discretization_law(SamplerCase("adaptive", "torchsde", {"adaptive": True}, "sde"), gaussian_2d(),
+                                sampling_grid(SMALL)), ValueError, "no exact discretization law"),
+    (lambda: learning_allowance(SAMPLER_CASES[0], gaussian_2d(), sampling_grid(SMALL), one_time_profile()),
+     ValueError, "profile has no time"),
+])
+def test_recovery_machinery_refuses_bad_input(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
 
 
 # -- bad input not covered elsewhere (tests/test_training.py, tests/test_nets.py) ----------------

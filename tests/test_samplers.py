@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from conftest import make_generator
-from diffsde import (SAMPLERS, BetaSchedule, EpsilonMLP, EpsilonScore, GaussianScore, NonFiniteSampleError,
-                     TimeGrid, exact_output_law, has_exact_law, sample)
-from diffsde.experiments import fit_order
+from diffsde import (METHODS, SAMPLERS, BetaSchedule, EpsilonMLP, EpsilonScore, GaussianScore, NonFiniteSampleError,
+                     TimeGrid, exact_output_law, has_exact_law, resolve_method, sample)
+from diffsde.orders import fit_order
 from diffsde.metrics import gaussian_w2, mode_weights
 from diffsde.samplers import TORCHSDE_SOLVERS, langevin_step, plan, snr_step_size
 from diffsde.toys import ring
@@ -26,14 +26,20 @@ Z = 4.5
 GAUSSIAN = GaussianScore(torch.tensor([1.0, -0.5], dtype=torch.float64),
                          torch.tensor([[1.5, 0.4], [0.4, 0.3]], dtype=torch.float64))
 
-FIXED_METHODS = [
-    ("vp", {}),
-    ("ddpm", {"variance": "beta"}),
-    ("ddpm", {"variance": "beta_tilde"}),
-    ("em", {}),
-    ("ode", {"solver": "euler"}),
-    ("ode", {"solver": "heun"}),
-]
+def fixed_grid_methods() -> list[tuple[str, dict]]:
+    """Every registered variant that steps on diffsde's own loop and is affine (so it has an exact
+    law), once per distinct (name, options), read from the registry; plus ddpm with σ² = β̃."""
+    seen, methods = set(), []
+    for variant in METHODS.variants():
+        sampler = resolve_method(variant)
+        key = (sampler.name, tuple(sorted(sampler.options.items())))
+        if sampler.runner is None and sampler.affine and key not in seen:
+            seen.add(key)
+            methods.append((sampler.name, dict(sampler.options)))
+    return methods + [("ddpm", {"variance": "beta_tilde"})]
+
+
+FIXED_METHODS = fixed_grid_methods()
 ALL_METHODS = FIXED_METHODS + [
     ("ode", {"solver": "RK45", "rtol": 1e-4, "atol": 1e-4}),
     ("torchsde", {"solver": "euler"}),
@@ -87,7 +93,7 @@ def test_declared_weak_order_is_the_fitted_slope_of_the_exact_error(method, opti
 
 def test_every_method_declares_its_order():
     declared = {label(m, o): plan(m, o).weak_order for m, o in FIXED_METHODS}
-    assert declared == {"vp": 1.0, "ddpm-beta": 1.0, "ddpm-beta_tilde": 1.0, "em": 1.0, "ode-euler": 1.0,
+    assert {key: declared[key] for key in ("vp", "ddpm-beta", "ddpm-beta_tilde", "em", "ode-euler", "ode-heun")} == {"vp": 1.0, "ddpm-beta": 1.0, "ddpm-beta_tilde": 1.0, "em": 1.0, "ode-euler": 1.0,
                         "ode-heun": 2.0}
     assert plan("torchsde", {"solver": "euler"}).weak_order == 1.0
     # A Langevin corrector with a fixed step leaves an O(step) bias: no order in n.

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 from scipy.integrate import quad
 from scipy.optimize import minimize_scalar
 
-from diffsde import BetaSchedule
-from diffsde.experiments import alpha_bar_limit
+from diffsde import BetaSchedule, TimeGrid
+from diffsde.studies import alpha_bar_limit
 
 EPS64 = torch.finfo(torch.float64).eps
 
@@ -141,4 +141,29 @@ def test_linear_with_too_few_steps_names_the_bad_beta():
 ])
 def test_bad_constructor_arguments(call, error):
     with pytest.raises(error):
+        call()
+
+
+def test_the_named_schedules():
+    from diffsde.schedules import SCHEDULES
+
+    assert sorted(SCHEDULES) == ["cosine", "linear"]
+    assert torch.equal(SCHEDULES["linear"](100).betas, BetaSchedule.linear(100).betas)
+    assert torch.equal(SCHEDULES["cosine"](100).betas, BetaSchedule.cosine(100).betas)
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda: BetaSchedule.linear(100.0), TypeError, r"n must be an int >= 2, got float 100.0"),
+    (lambda: BetaSchedule.linear(1), ValueError, r"n must be an int >= 2, got 1"),
+    (lambda: BetaSchedule.linear(100, beta_min="a"), TypeError, r"beta_min must be a real number in \(0, inf\)"),
+    (lambda: BetaSchedule.linear(100, beta_min=2.0, beta_max=1.0), ValueError, "0 < beta_min <= beta_max"),
+    (lambda: BetaSchedule.cosine(10, s=0.0), ValueError, r"s must be in \(0, inf\), got 0.0"),
+    (lambda: BetaSchedule.cosine(10, max_beta=1.0), ValueError, r"max_beta must be in \(0, 1\), got 1.0"),
+    (lambda: BetaSchedule.linear(100).refine(True), TypeError, r"factor must be an int >= 1, got bool"),
+    (lambda: BetaSchedule.linear(100).grid(t_min=-1.0), ValueError, r"t_min must be in \[0, inf\), got -1.0"),
+    (lambda: TimeGrid.uniform(1.0, 2.0, 10), ValueError, "0 <= t_min < T < inf"),
+    (lambda: TimeGrid.uniform(math.inf, 0.0, 10), ValueError, r"T must be in \(0, inf\), got inf"),
+])
+def test_bad_arguments_name_the_argument_and_the_range(call, error, message):
+    with pytest.raises(error, match=message):
         call()

@@ -1,4 +1,5 @@
-"""Exact scores and densities of p_t for Gaussian and mixture data; the ε <-> score adapters."""
+"""Exact scores and densities of p_t for Gaussian and mixture data (the ε <-> score adapters:
+tests/test_parametrizations.py)."""
 
 import math
 
@@ -11,7 +12,8 @@ from scipy.integrate import quad
 from scipy.stats import multivariate_normal
 
 from conftest import make_generator
-from diffsde import EpsilonFromScore, EpsilonScore, GaussianMixtureScore, GaussianScore
+from diffsde import GaussianMixtureScore, GaussianScore
+from diffsde.protocols import ExactScore, Score, is_singular_at_zero
 
 
 @st.composite
@@ -142,26 +144,6 @@ def test_batch_shapes(device):
     assert mixture.score(x, torch.full((4, 5), 1.0, device=device)).shape == (4, 5, 3)
 
 
-def test_epsilon_round_trip(device):
-    gaussian = GaussianScore([1.0, 0.5], [[1.0, 0.2], [0.2, 0.3]])
-    eps = EpsilonFromScore(gaussian)
-    score = EpsilonScore(eps)
-    x = torch.randn(32, 2, device=device, dtype=torch.float64)
-    times = torch.linspace(0.01, 9.0, 32, device=device, dtype=torch.float64)
-    # s -> ε -> s multiplies and divides by sqrt(1 - e^{-t}): exact up to two roundings.
-    assert torch.allclose(score(x, times), gaussian(x, times), rtol=1e-13, atol=1e-13)
-    assert torch.allclose(score(x, 0.5), gaussian(x, 0.5), rtol=1e-13, atol=1e-13)
-    # ε = -sqrt(1 - e^{-t}) s (seed 000, eq. "score and eps") at one point by hand.
-    assert torch.allclose(eps(x, 2.0), -math.sqrt(1 - math.exp(-2.0)) * gaussian(x, 2.0), rtol=1e-15)
-
-
-@pytest.mark.parametrize("t", [0.0, -1.0, torch.tensor([0.5, 0.0])])
-def test_epsilon_score_refuses_t_at_or_below_zero(t):
-    score = EpsilonScore(lambda x, t: torch.zeros_like(x))
-    with pytest.raises(ValueError, match="t must be in"):
-        score(torch.zeros(2, 2), t)
-
-
 @pytest.mark.parametrize("kwargs, message", [
     (dict(weights=[0.5, -0.1, 0.6], means=[[0.0]] * 3, covs=[[[1.0]]] * 3), r"weights\[1\] = -0.1"),
     (dict(weights=[0.5, 0.4], means=[[0.0]] * 2, covs=[[[1.0]]] * 2), "sum to 1"),
@@ -190,5 +172,22 @@ def test_bad_gaussian_parameters_and_calls():
         gaussian(torch.zeros(3, 2), torch.ones(4))
     with pytest.raises(TypeError, match="floating-point"):
         gaussian(torch.zeros(3, 2, dtype=torch.int64), 0.5)
-    with pytest.raises(ValueError, match="positive int"):
+    with pytest.raises(ValueError, match="n must be an int >= 1"):
         gaussian.sample(0)
+    with pytest.raises(TypeError, match="n must be an int >= 1"):
+        gaussian.sample(2.0)
+
+
+def test_exact_scores_are_exact_scores_by_protocol():
+    mixture = GaussianMixtureScore([0.5, 0.5], [[0.0], [1.0]], [[[1.0]], [[2.0]]])
+    gaussian = GaussianScore([0.0, 0.0], torch.eye(2))
+    for exact in (mixture, gaussian):
+        assert isinstance(exact, ExactScore) and isinstance(exact, Score)
+        assert not is_singular_at_zero(exact)  # finite at t = 0: it is the score of p_0
+    assert not isinstance(lambda x, t: -x, ExactScore)
+
+
+def test_a_stack_of_covariances_names_the_bad_one():
+    covs = [[[1.0, 0.0], [0.0, 1.0]], [[1.0, 0.0], [0.0, 1.0]], [[1.0, 2.0], [2.0, 1.0]]]
+    with pytest.raises(ValueError, match=r"covs\[2\] must be positive definite"):
+        GaussianMixtureScore([0.2, 0.3, 0.5], [[0.0, 0.0]] * 3, covs)

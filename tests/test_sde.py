@@ -9,6 +9,7 @@ import torchsde
 from conftest import make_generator
 from diffsde import (OU, BetaSchedule, GaussianMixtureScore, GaussianScore, ProbabilityFlowODE, ReverseSDE,
                      vp_forward_step)
+from diffsde.processes import EDM, VE, VP, SubVP
 
 MIXTURE = GaussianMixtureScore([0.3, 0.7], [[-2.0, 1.0], [1.5, -0.5]],
                                [[[0.5, 0.2], [0.2, 0.4]], [[1.0, -0.3], [-0.3, 0.6]]])
@@ -180,3 +181,95 @@ def test_times_outside_the_range_are_refused():
         ReverseSDE(MIXTURE, 1.0, sde_type="bogus")
     with pytest.raises(ValueError, match="per-sample times"):
         ou.marginal(x, torch.tensor([0.1, 0.2]))
+
+
+# -- ReverseSDE(process, score) and ProbabilityFlowODE(process, score) for every process -------------
+
+PROCESSES = {"OU": (OU(), 3.0), "VP": (VP(), 1.0), "SubVP": (SubVP(), 1.0), "VE": (VE(), 1.0), "EDM": (EDM(), 80.0)}
+
+
+@pytest.mark.parametrize("name", list(PROCESSES))
+def test_reverse_objects_of_a_process_follow_song_eqs_6_and_13(device, name):
+    # Reverse drift g² s - f and diffusion g (Song et al. 2021, eq. 6); flow ½ g² s - f (eq. 13);
+    # f and g are the process's own (checked against the papers in test_processes.py).
+    process, T = PROCESSES[name]
+    score = process.exact_score(MIXTURE)
+    sde = ReverseSDE(process, score, T)
+    ode = ProbabilityFlowODE(process, score, T)
+    x = torch.randn(4, 2, generator=make_generator(device, 8), device=device, dtype=torch.float64)
+    for t_prime in [0.0, 0.3 * T, T]:
+        tau = T - t_prime
+        s, f, g = score(x, tau), process.drift(x, tau), process.diffusion(tau)
+        assert torch.allclose(sde.drift(x, t_prime), g**2 * s - f, rtol=1e-12, atol=1e-12)
+        assert torch.allclose(ode.drift(x, t_prime), 0.5 * g**2 * s - f, rtol=1e-12, atol=1e-12)
+        assert float(sde.diffusion(t_prime)) == pytest.approx(g, rel=1e-12) and ode.diffusion(t_prime) == 0.0
+        assert torch.allclose(sde.g(torch.tensor(t_prime, dtype=torch.float64), x), g * torch.ones_like(x), rtol=1e-12)
+        assert torch.allclose(sde.g_prod(t_prime, x, x), g * x, rtol=1e-12)
+    additive = ReverseSDE(process, score, T, noise_type="additive").g(0.1 * T, x)
+    assert additive.shape == (4, 2, 2) and torch.allclose(additive[1], process.diffusion(0.9 * T) * torch.eye(
+        2, dtype=torch.float64, device=device), rtol=1e-12)
+    # Per-sample backward times give per-sample coefficients.
+    t_primes = torch.tensor([0.0, 0.2, 0.5, 0.9], dtype=torch.float64, device=device) * T
+    rows = torch.stack([sde.drift(x[i:i + 1], float(t))[0] for i, t in enumerate(t_primes.tolist())])
+    assert torch.allclose(sde.drift(x, t_primes), rows, rtol=1e-12, atol=1e-12)
+    assert torch.allclose(sde.g(t_primes, x)[:, 0], process.diffusion(T - t_primes), rtol=1e-12)
+    # T defaults to the end of the process's clock; process.reverse / probability_flow build the same.
+    if process.T is not None:
+        assert ReverseSDE(process, score).T == process.T == process.reverse(score).T
+    assert process.reverse(score, T).process is process and process.probability_flow(score, T).process is process
+
+
+def test_the_older_form_is_the_ou_and_unchanged():
+    x = torch.randn(5, 2, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    ou = OU()
+    for old, new in [(ReverseSDE(MIXTURE, 2.0), ReverseSDE(ou, MIXTURE, 2.0)),
+                     (ReverseSDE(MIXTURE, T=2.0), ou.reverse(MIXTURE, 2.0)),
+                     (ReverseSDE(score=MIXTURE, T=2.0), ReverseSDE(ou, MIXTURE, T=2.0)),
+                     (ProbabilityFlowODE(MIXTURE, 2.0), ou.probability_flow(MIXTURE, 2.0))]:
+        assert old.T == new.T == 2.0 and isinstance(old.process, OU)
+        for t_prime in [0.0, 0.7, 2.0]:
+            # Bit for bit, and the seed-000 formulas themselves: ½ x + s, ½ x + ½ s.
+            assert torch.equal(old.drift(x, t_prime), new.drift(x, t_prime))
+            s = MIXTURE(x, 2.0 - t_prime)
+            expected = 0.5 * x + s if isinstance(old, ReverseSDE) else 0.5 * (x + s)
+            assert torch.equal(old.drift(x, t_prime), expected)
+        assert old.diffusion(torch.tensor(0.5)) == (1.0 if isinstance(old, ReverseSDE) else 0.0)
+    assert ou.reverse(MIXTURE, 2.0).process is ou
+
+
+def test_process_arguments_are_checked():
+    with pytest.raises(ValueError, match="T must be given for OU"):
+        ReverseSDE(OU(), MIXTURE)
+    with pytest.raises(ValueError, match=r"T must be in \(0, 1\], the end of the clock of VP"):
+        ReverseSDE(VP(), MIXTURE, 1.5)
+    with pytest.raises(ValueError, match=r"T must be in \(0, 80\]"):
+        EDM().probability_flow(MIXTURE, 100.0)
+    with pytest.raises(ValueError, match="T must be a finite number > 0"):
+        ReverseSDE(VE(), MIXTURE, 0.0)
+    with pytest.raises(TypeError, match="score must be callable"):
+        ReverseSDE(VP(), "not a score")
+    with pytest.raises(TypeError, match="got T twice"):
+        ReverseSDE(MIXTURE, 1.0, 2.0)
+    with pytest.raises(ValueError, match=r"t' \(backward time\) must be in \[.*1"):
+        ReverseSDE(VP(), VP().exact_score(MIXTURE)).drift(torch.zeros(2, 2), 1.5)
+
+
+@pytest.mark.parametrize("name", list(PROCESSES))
+@pytest.mark.parametrize("flow", [False, True], ids=["sde", "ode"])
+def test_each_process_solves_its_fokker_planck_equation(name, flow):
+    # q_{τ'} = p_{T - τ'}. Reverse SDE with drift F and diffusion g (backward Fokker–Planck):
+    # ∂_{τ'} log q = -∇·F - F·∇log q + ½ g² (Δ log q + |∇ log q|²); the flow (continuity equation):
+    # the same without the g² term. Every derivative of log p by autograd of the wrapped log_prob.
+    process, T = PROCESSES[name]
+    exact = process.exact_score(MIXTURE)
+    obj = (ProbabilityFlowODE if flow else ReverseSDE)(process, exact, T)
+    x = torch.randn(1, 2, generator=torch.Generator().manual_seed(10), dtype=torch.float64)
+    for t_prime in [0.1 * T, 0.6 * T, 0.95 * T]:
+        tau = T - t_prime
+        x_here = x * float(process.ou_scale(tau))  # a typical point at this scale
+        dt_log_p, grad_log_p, lap_log_p = _log_density_derivatives(exact.log_prob, x_here, tau)
+        drift = obj.drift(x_here, t_prime)
+        rhs = -_divergence(lambda y: obj.drift(y, t_prime), x_here) - (drift * grad_log_p).sum(-1)
+        if not flow:
+            rhs = rhs + 0.5 * process.diffusion(tau) ** 2 * (lap_log_p + (grad_log_p**2).sum(-1))
+        assert float(rhs) == pytest.approx(-dt_log_p, rel=1e-8, abs=1e-10 * (1 + abs(dt_log_p)))

@@ -222,6 +222,9 @@ def test_sample_refuses_bad_arguments(name):
     for n in (0, -3, 2.5, True):
         with pytest.raises(ValueError, match=r"n must be an int >= 1"):
             toy.sample(n)
+    for n in (2.5, True, "4"):  # a wrong type is a TypeError (that is also a ValueError, as it was before)
+        with pytest.raises(TypeError, match=r"n must be an int >= 1, got"):
+            toy.sample(n)
     with pytest.raises(TypeError, match="dtype must be a floating-point"):
         toy.sample(4, dtype=torch.int64)
     with pytest.raises(ValueError, match="must match the generator's device"):

@@ -1,17 +1,15 @@
-"""The ε-loss, the training loop, and checkpoints (atomic writes, checks, bit-for-bit resume)."""
+"""The ε-loss, the training loop and its configuration (checkpoints: tests/test_checkpoints.py)."""
 
 import math
-import os
-from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-import diffsde.training as training
 from conftest import make_generator
 from diffsde.nets import EpsilonMLP
 from diffsde.scores import EpsilonFromScore, GaussianScore
-from diffsde.training import (CheckpointError, TrainConfig, eps_loss, load_checkpoint, save_checkpoint, train)
+from diffsde.training import TrainConfig, eps_loss, train
 from toy_training import FAST, fit_gaussian, gaussian_2d, relative_score_error
 
 MEAN = torch.tensor([1.0, -0.5], dtype=torch.float64)
@@ -182,158 +180,18 @@ def test_bad_configs_are_refused(kwargs, error, fragment):
         TrainConfig(**kwargs)
 
 
-# -- checkpoints ---------------------------------------------------------------------------------
-
-SMALL = TrainConfig(steps=40, batch_size=64, warmup_steps=5, lr=3e-3)
-
-
-class Interrupted(Exception):
-    """Stands for a killed process."""
-
-
-def data_for(kind: str, device):
-    if kind == "tensor":
-        return gaussian_2d().sample(500, generator=make_generator(device, 7), device=device)
-    if kind == "distribution":
-        return gaussian_2d()
-    gen = torch.Generator().manual_seed(8)
-    return [gaussian_2d().sample(32, generator=gen) for _ in range(7)]  # cycled, re-iterable
+def test_config_fields_are_stored_as_python_numbers():
+    # A numpy scalar would not load back from a checkpoint read with weights_only=True.
+    config = TrainConfig(steps=np.int64(30), lr=np.float32(0.5), T=5)
+    assert type(config.steps) is int and config.steps == 30
+    assert type(config.lr) is float and config.lr == 0.5
+    assert type(config.T) is float and config.T == 5.0
+    assert config == TrainConfig(steps=30, lr=0.5, T=5.0)
 
 
-def fresh_model(device):
-    torch.manual_seed(3)
-    return EpsilonMLP(2, hidden=32).to(device)
+def test_grid_schedules_are_the_named_schedules():
+    from diffsde.schedules import SCHEDULES
 
-
-@pytest.mark.parametrize("kind", ["tensor", "distribution", "iterable"])
-def test_resumed_run_equals_uninterrupted_run(device, tmp_path, monkeypatch, kind):
-    reference = train(fresh_model(device), data_for(kind, device), SMALL, device=device)
-
-    path = tmp_path / "run.pt"
-    real_save = training.save_checkpoint
-
-    def save_then_die(where, state):
-        real_save(where, state)
-        if state.step == 15:
-            raise Interrupted
-
-    monkeypatch.setattr(training, "save_checkpoint", save_then_die)
-    with pytest.raises(Interrupted):
-        train(fresh_model(device), data_for(kind, device), SMALL, device=device, checkpoint_path=path,
-              checkpoint_every=5)
-    monkeypatch.undo()
-    assert load_checkpoint(path).step == 15
-
-    other = EpsilonMLP(2, hidden=32).to(device)  # different initial weights: all must come from the file
-    resumed = train(other, data_for(kind, device), SMALL, device=device, checkpoint_path=path, resume=True)
-    # The same generator state, optimizer moments and EMA at step 15 give the same arithmetic after it.
-    assert torch.equal(resumed.losses, reference.losses)
-    for got, want in ((resumed.model, reference.model), (resumed.ema_model, reference.ema_model)):
-        for a, b in zip(got.state_dict().values(), want.state_dict().values()):
-            assert torch.equal(a, b)
-    final = load_checkpoint(path)
-    assert final.step == SMALL.steps and torch.equal(final.losses, reference.losses)
-
-
-def test_checkpoint_rebuilds_the_trained_model(tmp_path):
-    path = tmp_path / "model.pt"
-    result = train(fresh_model("cpu"), gaussian_2d(), SMALL, checkpoint_path=path, progress=True)
-    checkpoint = load_checkpoint(path)
-    assert checkpoint.config == SMALL and checkpoint.model_config == result.ema_model.config
-    x = torch.randn(10, 2)
-    assert torch.equal(checkpoint.build_model()(x, 0.3), result.ema_model(x, 0.3))
-    assert torch.equal(checkpoint.build_model(ema=False)(x, 0.3), result.model(x, 0.3))
-
-
-def test_existing_checkpoint_is_not_overwritten_without_resume(tmp_path):
-    path = tmp_path / "run.pt"
-    train(fresh_model("cpu"), gaussian_2d(), SMALL, checkpoint_path=path)
-    with pytest.raises(FileExistsError, match="resume=True"):
-        train(fresh_model("cpu"), gaussian_2d(), SMALL, checkpoint_path=path)
-    with pytest.raises(FileNotFoundError):
-        train(fresh_model("cpu"), gaussian_2d(), SMALL, checkpoint_path=tmp_path / "missing.pt", resume=True)
-
-
-def checkpoint_state(tmp_path, steps=10):
-    """A TrainState after a short run, and the path of its checkpoint."""
-    path = tmp_path / "run.pt"
-    config = TrainConfig(steps=steps, batch_size=32, warmup_steps=2)
-    model = fresh_model("cpu")
-    train(model, gaussian_2d(), config, checkpoint_path=path)
-    state = training._new_state(model, config, torch.Generator())
-    load_checkpoint(path).restore(state)
-    return state, path
-
-
-def test_a_crash_while_writing_leaves_the_old_checkpoint_and_no_temporary_file(tmp_path, monkeypatch):
-    state, path = checkpoint_state(tmp_path)
-    before = path.read_bytes()
-    real_save = torch.save
-
-    def save_half_then_fail(obj, handle, *args, **kwargs):
-        real_save(obj, handle, *args, **kwargs)
-        handle.seek(0)
-        handle.truncate(100)  # part of a file is on disk ...
-        raise OSError("disk full")  # ... when the writer dies
-
-    monkeypatch.setattr(torch, "save", save_half_then_fail)
-    state.step = 3  # something different to write
-    with pytest.raises(OSError, match="disk full"):
-        save_checkpoint(path, state)
-    monkeypatch.undo()
-    assert path.read_bytes() == before
-    assert load_checkpoint(path).step == 10
-    assert sorted(os.listdir(tmp_path)) == ["run.pt"]
-
-
-def rewrite(path: Path, edit) -> None:
-    payload = torch.load(path, weights_only=True)
-    edit(payload)
-    payload["checksum"] = training._checksum(payload)
-    torch.save(payload, path)
-
-
-@pytest.mark.parametrize("damage, fragment", [
-    (lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2]), "truncated or corrupt"),
-    (lambda p: p.write_bytes(b""), "truncated or corrupt"),
-    (lambda p: p.write_bytes(b"not a checkpoint at all"), "truncated or corrupt"),
-    (lambda p: torch.save({"weights": torch.zeros(3)}, p), "not a diffsde training checkpoint"),
-    (lambda p: torch.save(Path("x"), p), "truncated or corrupt"),  # weights_only refuses arbitrary objects
-    (lambda p: rewrite(p, lambda c: c.update(version=2)), "version 2"),
-    (lambda p: rewrite(p, lambda c: c.pop("optimizer")), "'optimizer'"),
-    (lambda p: rewrite(p, lambda c: c.update(model_config={**c["model_config"], "hidden": 16})), "shapes"),
-    (lambda p: rewrite(p, lambda c: c.update(losses=c["losses"][:-1])), "losses"),
-    (lambda p: rewrite(p, lambda c: c["train_config"].update(lr=-1.0)), "train_config"),
-], ids=["truncated", "empty", "garbage", "foreign", "pickled-object", "version", "missing-key", "config-shape",
-        "losses-length", "bad-config"])
-def test_damaged_checkpoints_are_refused(tmp_path, damage, fragment):
-    _, path = checkpoint_state(tmp_path)
-    damage(path)
-    with pytest.raises(CheckpointError, match=fragment):
-        load_checkpoint(path)
-
-
-def test_flipped_bytes_inside_the_weights_are_caught_by_the_checksum(tmp_path):
-    state, path = checkpoint_state(tmp_path)
-    data = bytearray(path.read_bytes())
-    # Flip a byte inside a stored tensor's raw data (the zip stores it uncompressed): torch.load
-    # itself does not notice and would return silently wrong values; only the checksum does.
-    weights = state.model.output.weight.detach().numpy().tobytes()
-    where = bytes(data).find(weights)
-    assert where > 0
-    data[where + len(weights) // 2] ^= 0xFF
-    path.write_bytes(bytes(data))
-    assert not torch.equal(torch.load(path, weights_only=True)["model"]["output.weight"], state.model.output.weight)
-    with pytest.raises(CheckpointError, match="checksum"):
-        load_checkpoint(path)
-
-
-@pytest.mark.parametrize("model, config, fragment", [
-    (lambda: EpsilonMLP(2, hidden=16), TrainConfig(steps=10, batch_size=32, warmup_steps=2), "EpsilonMLP"),
-    (lambda: EpsilonMLP(2, hidden=32), TrainConfig(steps=10, batch_size=32, warmup_steps=2, lr=1e-3), "lr"),
-    (lambda: EpsilonMLP(2, hidden=32), TrainConfig(steps=20, batch_size=32, warmup_steps=2), "steps"),
-], ids=["model", "lr", "steps"])
-def test_resume_refuses_a_mismatched_model_or_config(tmp_path, model, config, fragment):
-    _, path = checkpoint_state(tmp_path)
-    with pytest.raises(CheckpointError, match=fragment):
-        train(model(), gaussian_2d(), config, checkpoint_path=path, resume=True)
+    for name, make in SCHEDULES.items():
+        config = TrainConfig(time_sampling="grid", schedule=name, schedule_n=50)
+        assert torch.equal(config.beta_schedule().betas, make(50).betas)

@@ -2,10 +2,10 @@
 
 With p0 = N(m, C) and the exact ε at the exact times τ_i, ε is affine in x, so every term of the
 bound has a closed-form expectation and the DDPM chain's output law is Gaussian (its
-cross-entropy against p0 is exact too). ``expected_vlb`` and ``model_cross_entropy`` below
-compute them with affine algebra written independently of diffsde.ddpm; the library's Monte
-Carlo ``vlb`` is checked against them within its standard error and, term by term, against the
-same algebra on replayed draws (exact to rounding); the ordering
+cross-entropy against p0 is exact too). ``diffsde.ddpm.expected_vlb`` and ``model_cross_entropy``
+compute them with affine algebra written independently of ``vlb``; the library's Monte Carlo
+``vlb`` is checked against them within its standard error and, term by term, against this file's
+own affine algebra on replayed draws (exact to rounding); the ordering
 E[VLB] >= cross-entropy >= h(p0) and the shrinking gaps are checked on the exact values (no
 Monte Carlo noise to resolve: the n = 1000 gap is 2e-3 nats, while the per-sample spread of the
 Monte Carlo bound is ~1.5 nats, dominated by the first few steps near t = 0).
@@ -19,12 +19,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conftest import make_generator
-from diffsde.ddpm import ddpm_posterior, ddpm_reverse_mean, normal_kl, predict_x0, vlb
+from diffsde.ddpm import (ExpectedVLB, ddpm_posterior, ddpm_reverse_mean, expected_vlb, gaussian_entropy,
+                          model_cross_entropy, normal_kl, predict_x0, vlb)
 from diffsde.schedules import BetaSchedule
 from diffsde.scores import EpsilonFromScore, GaussianScore
 
 MEAN = torch.tensor([1.0, -0.5], dtype=torch.float64)
 COV = torch.tensor([[1.5, 0.4], [0.4, 0.3]], dtype=torch.float64)
+P0 = GaussianScore(MEAN, COV)
 ENTROPY = 0.5 * float(torch.logdet(2 * math.pi * math.e * COV))  # h(p0), nats
 
 
@@ -39,55 +41,13 @@ def affine_map(f, d):
 
 
 def reverse_affine(eps, schedule, i, d):
-    """(M, c, β) with DDPM's reverse mean μ_θ(x) = (x - β/sqrt(1-ᾱ_i) ε(x, τ_i)) / sqrt(α_i) = M x + c."""
+    """This file's own read-off, for replaying vlb's draws: (M, c, β) with DDPM's reverse mean
+    μ_θ(x) = (x - β/sqrt(1-ᾱ_i) ε(x, τ_i)) / sqrt(α_i) = M x + c."""
     ab, tau = schedule.alpha_bars.tolist(), schedule.exact_times.tolist()
     A, b = affine_map(lambda x: eps(x, tau[i]), d)
     alpha = ab[i] / ab[i - 1]
     k = (1 - alpha) / math.sqrt(1 - ab[i])
     return (torch.eye(d, dtype=torch.float64) - k * A) / math.sqrt(alpha), -k * b / math.sqrt(alpha), 1 - alpha
-
-
-def expected_vlb(eps, schedule, variance):
-    """Exact E over x0 ~ N(MEAN, COV) and x_i ~ q(x_i | x0) of (L_T, Σ L_{i-1}, L_0), nats."""
-    d, n = MEAN.shape[0], schedule.n
-    ab = schedule.alpha_bars.tolist()
-    eye = torch.eye(d, dtype=torch.float64)
-
-    def mean_square(P, Q, c):  # E‖P x0 + Q z + c‖², z ~ N(0, I) independent of x0
-        e = P @ MEAN + c
-        return float(e @ e + torch.trace(P @ COV @ P.T + Q @ Q.T))
-
-    prior = 0.5 * (ab[n] * (float(torch.trace(COV) + MEAN @ MEAN) - d) - d * math.log1p(-ab[n]))
-    transitions = 0.0
-    for i in range(1, n + 1):
-        M, c, beta = reverse_affine(eps, schedule, i, d)
-        s, r = math.sqrt(ab[i]), math.sqrt(1 - ab[i])  # x_i = s x0 + r z
-        if i == 1:  # -log N(x0; M x_1 + c, β_1 I)
-            decoder = 0.5 * (mean_square(eye - s * M, -r * M, -c) / beta + d * math.log(2 * math.pi * beta))
-            continue
-        # q(x_{i-1} | x_i, x0) = N(a x0 + b x_i, β̃), written out from seed 001 eqs. 6-7
-        a = math.sqrt(ab[i - 1]) * beta / (1 - ab[i])
-        b = math.sqrt(1 - beta) * (1 - ab[i - 1]) / (1 - ab[i])
-        beta_tilde = (1 - ab[i - 1]) / (1 - ab[i]) * beta
-        var = beta if variance == "beta" else beta_tilde
-        B = b * eye - M
-        transitions += 0.5 * (d * (math.log(var / beta_tilde) + beta_tilde / var - 1)
-                              + mean_square(a * eye + s * B, r * B, -c) / var)
-    return prior, transitions, decoder
-
-
-def model_cross_entropy(eps, schedule, variance):
-    """E_{p0}[-log p_θ(x0)] for the DDPM chain from N(0, I) (σ² = β or β̃, β_1 at the last step)."""
-    d = MEAN.shape[0]
-    ab = schedule.alpha_bars.tolist()
-    mean, cov = torch.zeros(d, dtype=torch.float64), torch.eye(d, dtype=torch.float64)
-    for i in range(schedule.n, 0, -1):
-        M, c, beta = reverse_affine(eps, schedule, i, d)
-        var = beta if (variance == "beta" or i == 1) else (1 - ab[i - 1]) / (1 - ab[i]) * beta
-        mean, cov = M @ mean + c, M @ cov @ M.T + var * torch.eye(d, dtype=torch.float64)
-    diff = MEAN - mean
-    return 0.5 * float(torch.logdet(2 * math.pi * cov) + torch.trace(torch.linalg.solve(cov, COV))
-                       + diff @ torch.linalg.solve(cov, diff))
 
 
 # -- the posterior and the reverse mean --------------------------------------------------------
@@ -158,7 +118,7 @@ def test_monte_carlo_vlb_matches_its_exact_expectation(device, kind, variance):
     p0 = GaussianScore(MEAN, COV)
     x0 = p0.sample(20000, generator=gen, device=device, dtype=torch.float64)
     terms = vlb(exact_eps(), x0, schedule, variance=variance, generator=gen)
-    prior, transitions, decoder = expected_vlb(exact_eps(), schedule, variance)
+    prior, transitions, decoder = expected_vlb(exact_eps(), P0, schedule, variance=variance)
     # Each group is a mean of 20000 iid per-x0 values; 4.5 standard errors (two-sided
     # p = 7e-6 each) separates a correct estimator from a wrong formula (which is off by far
     # more: e.g. dropping the log-variance term moves the bound by ~d/2 per step).
@@ -167,7 +127,7 @@ def test_monte_carlo_vlb_matches_its_exact_expectation(device, kind, variance):
         assert abs(float(estimate.mean()) - exact) < 4.5 * standard_error + 1e-12
     total = prior + transitions + decoder
     assert abs(terms.nats - total) < 4.5 * terms.standard_error
-    assert terms.nats >= model_cross_entropy(exact_eps(), schedule, variance) - 4.5 * terms.standard_error
+    assert terms.nats >= model_cross_entropy(exact_eps(), P0, schedule, variance=variance) - 4.5 * terms.standard_error
 
 
 @pytest.mark.parametrize("variance", ["beta", "beta_tilde"])
@@ -219,8 +179,8 @@ def test_bound_exceeds_cross_entropy_exceeds_entropy_and_gap_shrinks(kind, varia
     gaps = []
     for n in (50, 200, 1000):  # the linear schedule needs n >= 21 (β_max = 20 / n < 1)
         schedule = getattr(BetaSchedule, kind)(n)
-        bound = sum(expected_vlb(exact_eps(), schedule, variance))
-        cross_entropy = model_cross_entropy(exact_eps(), schedule, variance)
+        bound = sum(expected_vlb(exact_eps(), P0, schedule, variance=variance))
+        cross_entropy = model_cross_entropy(exact_eps(), P0, schedule, variance=variance)
         # Exact float64 values (sums of ~n terms of size O(1)): rounding is < 1e-10.
         assert bound >= cross_entropy - 1e-10
         assert cross_entropy >= ENTROPY - 1e-10
@@ -242,3 +202,42 @@ def test_vlb_refuses_bad_arguments(kwargs, error):
                  "schedule": BetaSchedule.linear(30)} | kwargs
     with pytest.raises(error):
         vlb(**arguments)
+
+
+# -- the exact bound's own checks ------------------------------------------------------------------
+
+def test_gaussian_entropy_is_torchs():
+    expected = float(torch.distributions.MultivariateNormal(MEAN, COV).entropy())
+    assert gaussian_entropy(P0) == pytest.approx(expected, rel=1e-12)
+    assert gaussian_entropy(P0) == pytest.approx(ENTROPY, rel=1e-12)
+
+
+def test_expected_vlb_terms_add_up_and_the_prior_term_is_the_exact_kl():
+    schedule = BetaSchedule.linear(40)
+    terms = expected_vlb(exact_eps(), P0, schedule)
+    assert isinstance(terms, ExpectedVLB) and terms.total == sum(terms)
+    # E[L_T] = E_x0 KL(N(sqrt(ᾱ_n) x0, (1 - ᾱ_n) I) || N(0, I)): by the Gaussian KL (seed 001, eq. 13)
+    # averaged over x0 ~ N(m, C), ½ (ᾱ_n (tr C + ‖m‖²) + d (1 - ᾱ_n) - d - d log(1 - ᾱ_n)); equal to
+    # float64 rounding.
+    a, d = float(schedule.alpha_bars[-1]), 2
+    expected = 0.5 * (a * float(torch.trace(COV) + MEAN @ MEAN) + d * (1 - a) - d - d * math.log(1 - a))
+    assert terms.prior == pytest.approx(expected, rel=1e-12, abs=1e-15)
+
+
+def not_affine(x, t):
+    return exact_eps()(x, t) + 0.1 * x ** 2
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda: expected_vlb(exact_eps(), MEAN, BetaSchedule.linear(30)), TypeError, "p0 must be a GaussianScore"),
+    (lambda: expected_vlb(exact_eps(), P0, "linear"), TypeError, "schedule must be a BetaSchedule"),
+    (lambda: expected_vlb(exact_eps(), P0, BetaSchedule.linear(30), variance="sigma"), ValueError, "variance must be"),
+    (lambda: expected_vlb(None, P0, BetaSchedule.linear(30)), TypeError, "eps_model must be callable"),
+    (lambda: expected_vlb(not_affine, P0, BetaSchedule.linear(30)), ValueError, "must be affine"),
+    (lambda: model_cross_entropy(not_affine, P0, BetaSchedule.linear(30)), ValueError, "must be affine"),
+    (lambda: model_cross_entropy(exact_eps(), P0, BetaSchedule.linear(30), variance="big"), ValueError, "variance"),
+    (lambda: gaussian_entropy(COV), TypeError, "p0 must be a GaussianScore"),
+])
+def test_exact_bound_refuses_bad_arguments(call, error, match):
+    with pytest.raises(error, match=match):
+        call()

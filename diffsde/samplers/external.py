@@ -100,6 +100,7 @@ def run_torchsde(sampler, score, grid: TimeGrid, x: Tensor, noise, return_path: 
 
     opts = sampler.options
     solver = TORCHSDE_SOLVERS[opts["solver"]]
+    adaptive = bool(opts.get("adaptive", False))
     counting = _CountingScore(score)
     sde = ReverseSDE(counting, grid.T, sde_type=solver.sde_type, noise_type="additive")
     flat = x.reshape(x.shape[0], -1)
@@ -116,7 +117,7 @@ def run_torchsde(sampler, score, grid: TimeGrid, x: Tensor, noise, return_path: 
     with warnings.catch_warnings():
         # torchsde warns about adaptive Euler for non-additive noise; ours is additive.
         warnings.filterwarnings("ignore", message=".*adaptive time-stepping with the Euler.*")
-        if opts.get("adaptive"):
+        if adaptive:
             ys = integrate(flat, backward, 0, opts["dt"] or backward[-1] / grid.n, adaptive=True,
                            rtol=opts["rtol"], atol=opts["atol"])
         elif _is_uniform(grid.times):

@@ -156,10 +156,10 @@ def register(method: Method) -> Method:
     return method
 
 
-MethodSpec = Union[str, Sampler, "tuple[str, Mapping[str, Any]]"]
+MethodLike = Union[str, Sampler, "tuple[str, Mapping[str, Any]]"]
 
 
-def resolve_method(spec: MethodSpec, **options: Any) -> Sampler:
+def resolve_method(spec: MethodLike, **options: Any) -> Sampler:
     """The :class:`Sampler` a spec names, its options checked by the method itself.
 
     ``spec`` is a registered name (``"em"``, ``"ode"``), a variant label (``"ode-heun"``,
@@ -287,7 +287,9 @@ def _torchsde(**options: Any) -> Sampler:
     weak, strong = _TORCHSDE_ORDERS[solver]
     # Euler and Milstein evaluate the drift at the left end of a step only; the others reach the end.
     at_end = solver not in ("euler", "milstein") or bool(adaptive)
-    return Sampler("torchsde", f"torchsde-{solver}", opts, weak_order=None if adaptive else weak,
+    # Report (and accept back) only the options that act: a fixed-grid run ignores rtol/atol/dt.
+    acting = opts if adaptive else {"solver": solver}
+    return Sampler("torchsde", f"torchsde-{solver}", acting, weak_order=None if adaptive else weak,
                    strong_order=None if adaptive else strong,
                    noise_draws=0 if adaptive else TORCHSDE_SOLVERS[solver].noise_draws,
                    score_evals=None if adaptive else TORCHSDE_SOLVERS[solver].score_evals,

@@ -1,11 +1,11 @@
 """The continuous-time limit: ᾱ_i -> e^{-t_i}, and samplers converging with exact scores.
 
-Part 1 measures ``n · max_i |ᾱ_i - e^{-t_i}|`` (diffsde.experiments.alpha_bar_limit) and
+Part 1 measures ``n · max_i |ᾱ_i - e^{-t_i}|`` (diffsde.studies.alpha_bar_limit) and
 plots ``n (e^{-t_i} - ᾱ_i)`` against t_i next to its predicted limit
 ``½ e^{-t(s)} ∫_0^s β(u)² du`` (docs/theory/vp.md). Part 2 propagates the exact output law
 of each fixed-step sampler on Gaussian data (diffsde.exact_output_law) over refined linear
 schedules and fits the order of its W2 error against the exact p_0; then repeats the fit with
-diffsde.experiments.convergence_study, which adds confidence intervals.
+diffsde.studies.convergence_study, which adds confidence intervals.
 
     python docs/examples/limit.py            # the tutorial's outputs (a few seconds)
     python docs/examples/limit.py --small    # a quick run
@@ -22,8 +22,9 @@ from _output import parse_args, save_figure, write_text
 
 from diffsde import BetaSchedule, exact_output_law, toys
 from diffsde._table import format_table
-from diffsde.experiments import alpha_bar_limit, convergence_study, fit_order
 from diffsde.metrics import gaussian_w2
+from diffsde.orders import fit_order
+from diffsde.studies import alpha_bar_limit, convergence_study
 
 # The linear schedule's continuous rate β(s) = 0.1 + 19.9 s on s in [0, 1] (BetaSchedule.linear).
 BETA_MIN, BETA_MAX = 0.1, 20.0
@@ -114,7 +115,7 @@ def sampler_part(args) -> None:
                               ns=ns[-3:], prior="exact")
     write_text(args.out / "limit_orders.md",
                study.summary_table(["method", "declared_order", "order", "order_ci_low", "order_ci_high"]) +
-               f"\n\ndiffsde.experiments.convergence_study on n = {', '.join(map(str, ns[-3:]))} "
+               f"\n\ndiffsde.studies.convergence_study on n = {', '.join(map(str, ns[-3:]))} "
                "(exact estimator); 95% Student-t intervals of the log-log slope.")
 
 
