@@ -17,22 +17,35 @@ from .nets import EpsilonMLP, TimeEmbedding
 from .process_scores import ProcessExactScore, ScoreAsOU
 from .processes import EDM, VE, VP, Process, SubVP
 from .samplers import METHODS, SAMPLERS, NonFiniteSampleError, Sampler, langevin_step, resolve_method, sample
-from .schedules import BetaSchedule, TimeGrid
-from .scores import (
+from .schedules import SCHEDULES, BetaSchedule, TimeGrid
+from .protocols import EpsilonModel, ExactScore, Score
+from .parametrizations import (
+    DataFromScore,
+    DataScore,
     EpsilonFromScore,
     EpsilonScore,
-    GaussianMixtureScore,
-    GaussianScore,
+    VelocityFromScore,
+    VelocityScore,
+    data_from_score,
     epsilon_from_score,
     noise_std,
+    noise_variance,
+    score_from_data,
     score_from_epsilon,
+    score_from_velocity,
+    signal_scale,
+    velocity_from_score,
 )
+from .scores import GaussianMixtureScore, GaussianScore
 from .sde import OU, ProbabilityFlowODE, ReverseSDE, probability_flow_drift, reverse_sde_drift, vp_forward_step
 from .training import (
     Checkpoint,
     CheckpointError,
     TrainConfig,
     TrainResult,
+    TrainState,
+    MODELS,
+    register_model,
     eps_loss,
     load_checkpoint,
     save_checkpoint,
@@ -43,6 +56,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BetaSchedule",
+    "SCHEDULES",
+    "Score",
+    "ExactScore",
+    "EpsilonModel",
     "TimeGrid",
     "OU",
     "Process",
@@ -63,6 +80,16 @@ __all__ = [
     "EpsilonFromScore",
     "score_from_epsilon",
     "epsilon_from_score",
+    "DataScore",
+    "VelocityScore",
+    "DataFromScore",
+    "VelocityFromScore",
+    "score_from_data",
+    "data_from_score",
+    "score_from_velocity",
+    "velocity_from_score",
+    "signal_scale",
+    "noise_variance",
     "noise_std",
     "sample",
     "SAMPLERS",
@@ -92,6 +119,9 @@ __all__ = [
     "eps_loss",
     "TrainConfig",
     "TrainResult",
+    "TrainState",
+    "MODELS",
+    "register_model",
     "train",
     "Checkpoint",
     "CheckpointError",

@@ -40,7 +40,7 @@ from .demo import DEMO_T_MIN, SMALL_SIZES, DemoSettings, judge, nfe_series, refe
 from .studies import (DEFAULT_METHODS, MonteCarlo, alpha_bar_limit, compare_samplers, convergence_study,
                       resolve_method)
 from .samplers import NonFiniteSampleError, sample
-from .schedules import BetaSchedule
+from .schedules import SCHEDULES, BetaSchedule
 from .scores import EpsilonScore, GaussianMixtureScore
 from .training import CheckpointError, load_checkpoint
 
@@ -53,7 +53,6 @@ class CliError(Exception):
 
 USER_ERRORS = (CliError, ValueError, TypeError, OSError, CheckpointError, NonFiniteSampleError, NotImplementedError,
                torch.OutOfMemoryError)
-SCHEDULES = {"linear": BetaSchedule.linear, "cosine": BetaSchedule.cosine}
 
 
 # --------------------------------------------------------------------------------------

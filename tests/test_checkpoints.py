@@ -172,8 +172,8 @@ def test_resume_refuses_a_mismatched_model_or_config(tmp_path, model, config, fr
 
 # -- files written before the training package (format version 1) --------------------------------
 
-OLD_FILE = Path(__file__).parent / "data" / "checkpoint_v1.pt"
-# tests/data/checkpoint_v1.pt was written by diffsde 0.1.0's single-module training.py: EpsilonMLP(2, hidden=8,
+OLD_FILE = Path(__file__).parent / "data" / "checkpoint_v1.ckpt"
+# tests/data/checkpoint_v1.ckpt was written by diffsde 0.1.0's single-module training.py: EpsilonMLP(2, hidden=8,
 # depth=1, embed_dim=4) trained on N((1, -0.5), [[1.5, 0.4], [0.4, 0.3]]) with OLD_CONFIG, stopped after the
 # checkpoint of step 3.
 OLD_CONFIG = TrainConfig(steps=6, batch_size=16, warmup_steps=2, lr=3e-3, seed=11)

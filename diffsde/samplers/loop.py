@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_data
+from ..protocols import ExactScore, declared_dim, is_singular_at_zero
 from ..schedules import BetaSchedule, TimeGrid
 from .errors import NonFiniteSampleError
 from .noise import GeneratorNoise
@@ -61,7 +62,7 @@ def check_grid(sampler: Sampler, grid: TimeGrid, score: Score) -> None:
     method that evaluates the score at the grid's end refused at t = 0 for a score singular there."""
     for need in sampler.grid_needs:
         _GRID_CHECKS[need](sampler, grid)
-    if sampler.evaluates_at_end and grid.t_min == 0.0 and getattr(score, "singular_at_zero", False):
+    if sampler.evaluates_at_end and grid.t_min == 0.0 and is_singular_at_zero(score):
         raise ValueError(f"method {sampler.name!r} with options {dict(sampler.options)} evaluates the score at the "
                          f"grid's last time t = 0, where {type(score).__name__} is singular "
                          f"(s = -ε / sqrt(1 - e^-t)); end the grid at t_min > 0 (e.g. t_min=1e-3)")
@@ -175,7 +176,7 @@ def _initial_state(score, time_grid, n_samples, x_T, generator, prior, device, d
     if x_T is not None:
         if n_samples is not None and n_samples != x_T.shape[0]:
             raise ValueError(f"n_samples = {n_samples} does not match x_T's batch size {x_T.shape[0]}")
-        check_data(x_T, "x_T", dim=getattr(score, "dim", None))
+        check_data(x_T, "x_T", dim=declared_dim(score))
         if x_T.dim() != 2:
             raise ValueError(f"x_T must have shape (N, d), got {tuple(x_T.shape)}")
         if (device is not None and torch.device(device).type != x_T.device.type) or \
@@ -186,8 +187,8 @@ def _initial_state(score, time_grid, n_samples, x_T, generator, prior, device, d
         return x_T, _make_generator(generator, x_T.device)
     if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
         raise ValueError(f"give x_T or n_samples (a positive int), got n_samples={n_samples!r}")
-    dim = getattr(score, "dim", None)
-    if not isinstance(dim, int):
+    dim = declared_dim(score)
+    if dim is None:
         raise ValueError("the score does not declare its dimension (score.dim); pass x_T of shape (N, d)")
     if device is None:
         device = generator.device if isinstance(generator, torch.Generator) else "cpu"
@@ -199,9 +200,9 @@ def _initial_state(score, time_grid, n_samples, x_T, generator, prior, device, d
     if prior == "normal":
         return torch.randn((n_samples, dim), generator=gen, device=device, dtype=dtype), gen
     if prior == "exact":
-        if not hasattr(score, "sample"):
-            raise ValueError(f"prior='exact' needs a score with .sample(n, t) (an exact score); "
-                             f"{type(score).__name__} has none")
+        if not isinstance(score, ExactScore):
+            raise ValueError(f"prior='exact' needs an exact score (diffsde.protocols.ExactScore: .sample(n, t), "
+                             f".log_prob, .mean_and_cov, .dim); {type(score).__name__} is not one")
         return score.sample(n_samples, t=time_grid.T, generator=gen, device=device, dtype=dtype), gen
     raise ValueError(f"prior must be 'normal' or 'exact', got {prior!r}")
 

@@ -8,14 +8,9 @@ from typing import Callable, Mapping, Sequence
 import torch
 
 from ..orders import fit_order
-from ..schedules import BetaSchedule
+from ..schedules import SCHEDULES, BetaSchedule
 
 __all__ = ["SCHEDULES", "alpha_bar_limit"]
-
-SCHEDULES: dict[str, Callable[[int], BetaSchedule]] = {
-    "linear": BetaSchedule.linear,
-    "cosine": BetaSchedule.cosine,
-}
 
 
 def alpha_bar_limit(schedules: Sequence[str] | Mapping[str, Callable[[int], BetaSchedule]] = ("linear",),
