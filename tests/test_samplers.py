@@ -472,20 +472,3 @@ def test_sampling_a_learned_score_records_no_autograd_graph():
     assert not x.requires_grad and x.grad_fn is None
 
 
-def test_epsilon_score_hands_float_times_to_models_that_accept_them():
-    seen = []
-
-    class Recorder(torch.nn.Module):
-        def __init__(self, accepts: bool):
-            super().__init__()
-            self.accepts_float_time = accepts
-
-        def forward(self, x, t):
-            seen.append(t)
-            return torch.zeros_like(x)
-
-    x = torch.zeros(3, 2)
-    EpsilonScore(Recorder(True))(x, 0.5)
-    EpsilonScore(Recorder(False))(x, 0.5)
-    assert seen[0] == 0.5 and isinstance(seen[0], float)  # no tensor, so nothing to sync on CUDA
-    assert torch.equal(seen[1], torch.full((3,), 0.5))
