@@ -70,8 +70,8 @@ def exact_output_law(method: MethodLike, score: GaussianScore, schedule: BetaSch
         prior = _START_ALIASES.get(start, start) if isinstance(start, str) else start
         if isinstance(prior, str) and prior not in ("normal", "exact"):
             raise ValueError(f"start must be 'exact', 'prior' or a (mean, cov) pair, got {start!r}")
-    A, b, C = output_affine_map(method, score, schedule, grid, t_min, exact_times=exact_times, **options)
     time_grid = resolve_grid(schedule, grid, t_min, exact_times)
+    A, b, C = _affine_map(resolve_method(method, **options), score, time_grid)
     mean, cov = _prior_law(score, "normal" if prior is None else prior, time_grid.T)
     out_cov = A @ cov @ A.T + C @ C.T
     return A @ mean + b, 0.5 * (out_cov + out_cov.T)
@@ -87,14 +87,16 @@ def output_affine_map(method: MethodLike, score: GaussianScore, schedule: BetaSc
     Raises:
         As :func:`exact_output_law`.
     """
+    return _affine_map(resolve_method(method, **options), score, resolve_grid(schedule, grid, t_min, exact_times))
+
+
+def _affine_map(sampler, score: GaussianScore, time_grid: TimeGrid) -> tuple[Tensor, Tensor, Tensor]:
     if not isinstance(score, GaussianScore):
         raise TypeError(f"exact_output_law needs an affine score (a GaussianScore), got {type(score).__name__}")
-    sampler = resolve_method(method, **options)
     if not sampler.affine:
         raise ValueError(f"exact_output_law needs a method that is affine in (x_T, noise); {sampler.label!r} with "
                          f"options {dict(sampler.options)} is not (adaptive steps, or pc with Song's snr rule, "
                          f"which uses batch statistics of the score): give pc a numeric step_size")
-    time_grid = resolve_grid(schedule, grid, t_min, exact_times)
     check_grid(sampler, time_grid, score)
     d = score.dim
     noise = ProbeNoise(first_row=1 + d, draws_per_step=sampler.noise_draws, dim=d)
