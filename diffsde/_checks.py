@@ -7,7 +7,8 @@ type outside the allowed range or set raises ValueError.
 
 - numbers: :func:`check_int`, :func:`check_real`, :func:`check_bool`, :func:`check_choice`;
 - tensors: :func:`check_data` (a floating (..., d) data tensor), :func:`check_spd` and
-  :func:`check_symmetric` (covariance matrices), :func:`real_float64` (parameters read into float64);
+  :func:`check_symmetric` (covariance matrices), :func:`real_float64` (parameters read into float64),
+  :func:`check_positive` (scales and variances), :func:`check_output` (what a score or a network returned);
 - times: :func:`check_time` (the OU's own time t, DESIGN.md), :func:`broadcast_time`.
 """
 
@@ -118,16 +119,50 @@ def check_data(x: Tensor, name: str = "x", *, dim: int | None = None) -> None:
 def real_float64(value, name: str, expected: str) -> Tensor:
     """``value`` (a tensor or nested sequence of numbers) as a float64 CPU tensor, detached.
 
+    Python numbers are read as float64 directly (``torch.as_tensor`` of a list would round
+    them through the default dtype, float32: 0.1 would become 0.10000000149); a tensor or an
+    array keeps its own values, converted exactly.
+
     Raises :class:`ArgumentTypeError` naming ``name`` (``"{name} must be {expected}"``) for
     something that is not numbers, and for complex or boolean values.
     """
     try:
-        out = torch.as_tensor(value.detach() if isinstance(value, Tensor) else value)
+        out = value.detach() if isinstance(value, Tensor) else torch.as_tensor(value)
+        if not isinstance(value, Tensor) and out.is_floating_point():
+            out = torch.as_tensor(value, dtype=torch.float64)  # the same numbers, not rounded to float32
     except (TypeError, ValueError, RuntimeError) as err:
         raise ArgumentTypeError(f"{name} must be {expected}, got {type(value).__name__}") from err
     if out.is_complex() or out.dtype == torch.bool:
         raise ArgumentTypeError(f"{name} must be real, got dtype {out.dtype}")
     return out.to(device="cpu", dtype=torch.float64)
+
+
+def check_positive(value: Union[float, Tensor], name: str) -> None:
+    """Refuse a scale or a variance (a number, or a tensor of them) outside (0, inf): zero,
+    negative, NaN or infinite. A tensor is read on the host (a device synchronisation on CUDA).
+
+    Raises:
+        ArgumentTypeError: not a real number or a real tensor.
+        ValueError: an entry outside (0, inf), named with its value.
+    """
+    if not isinstance(value, Tensor):
+        check_real(value, name, 0, low_open=True)
+        return
+    if value.is_complex() or not (value.is_floating_point() or value.dtype in _INT_DTYPES):
+        raise ArgumentTypeError(f"{name} must be a real number or a real tensor, got dtype {value.dtype}")
+    bad = ~(torch.isfinite(value) & (value > 0))
+    if bool(bad.any()):
+        raise ValueError(f"{name} must be in (0, inf), got {float(value.detach()[bad][0])!r}")
+
+
+def check_output(output: Any, x: Tensor, name: str) -> Tensor:
+    """``output`` of a callable evaluated at x (a score, an ε-network, ...) when it is a tensor of
+    x's shape; anything else raises ValueError naming both shapes, never broadcast silently."""
+    if not isinstance(output, Tensor):
+        raise ValueError(f"{name} must return a tensor of x's shape {tuple(x.shape)}, got {type(output).__name__}")
+    if output.shape != x.shape:
+        raise ValueError(f"{name} must return x's shape {tuple(x.shape)}, got shape {tuple(output.shape)}")
+    return output
 
 
 # -- numbers ----------------------------------------------------------------------------------

@@ -8,12 +8,14 @@ Subcommands (each has ``--help``, ``--seed``, ``--device``, ``--out``, ``--force
 * ``sample``: sample from a checkpoint or from a toy's exact score; write samples and a PNG.
 * ``compare``: samplers side by side: error against score evaluations and wall time.
 * ``converge``: error against step count with fitted orders (exact laws where possible).
-* ``limit``: how fast ᾱ_i -> e^{-t_i} (seed 000).
+* ``limit``: how fast ᾱ_i -> e^{-t_i} (DDPM's chain as the VP SDE's Euler steps, Song et al. 2021).
 
 User errors (bad arguments, missing or corrupt files, an existing output folder without
-``--force``) print one line on stderr and exit with status 2; Ctrl-C exits with 130. Every
+``--force``, sizes that do not fit in memory) print one line on stderr and exit with status 2;
+Ctrl-C exits with 130, SIGTERM with 143 and SIGHUP with 129, after the same cleanup. Every
 output folder is written under a temporary name beside it and renamed into place at the
-end, so an interrupted command never leaves a half-written folder.
+end, so an interrupted command never leaves a half-written folder; ``--force`` replaces only
+a folder diffsde wrote (:class:`diffsde._output.OutputFolder`).
 
 This module only parses arguments, calls the library (the demo is :func:`diffsde.demo.run_demo`
 and :func:`diffsde.demo.write_report`; the studies are in :mod:`diffsde.studies`), prints and
@@ -23,7 +25,6 @@ exits.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -32,17 +33,20 @@ from typing import Callable, Sequence
 
 import torch
 
-from . import demo, plots, toys
-from ._output import OutputFolder, environment, save_samples, write_json
+from . import __version__, demo, plots, toys
+from . import _arguments as arg
+from ._output import MANIFEST, OutputFolder, environment, run_toy, save_samples, write_json
+from ._process import describe_stop, exit_status, stop_signals_raise
+from ._resources import allocation_failure, check_fits, network_fits, samples_fit
 from ._table import format_table
-from .demo import DEMO_T_MIN, SMALL_SIZES, DemoSettings, judge, nfe_series, reference_samples, toy_train_config, \
+from .demo import DEMO_T_MIN, SMALL_SIZES, DemoSettings, judge, reference_samples, toy_train_config, \
     train_network
 from .studies import (DEFAULT_METHODS, MonteCarlo, alpha_bar_limit, compare_samplers, convergence_study,
-                      resolve_method)
+                      linear_schedule, resolve_method)
 from .samplers import NonFiniteSampleError, sample
-from .schedules import SCHEDULES, BetaSchedule
+from .schedules import SCHEDULES
 from .scores import EpsilonScore, GaussianMixtureScore
-from .training import CheckpointError, load_checkpoint
+from .training import CheckpointError, TrainingDivergedError, load_checkpoint
 
 __all__ = ["main", "build_parser", "CliError"]
 
@@ -52,88 +56,27 @@ class CliError(Exception):
 
 
 USER_ERRORS = (CliError, ValueError, TypeError, OSError, CheckpointError, NonFiniteSampleError, NotImplementedError,
-               torch.OutOfMemoryError)
+               TrainingDivergedError)
 
 
 # --------------------------------------------------------------------------------------
-# Argument types and shared options
+# Shared options
 # --------------------------------------------------------------------------------------
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a bad argument is ONE line on stderr (no usage block) and exit status 2."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-def _int_at_least(minimum: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
-        return value
-    return parse
-
-
-def _finite_float(what: str, allow_zero: bool) -> Callable[[str], float]:
-    """A parser of finite floats > 0 (or >= 0 with ``allow_zero``); messages name ``what``."""
-    bound = ">= 0" if allow_zero else "> 0"
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what} {bound}, got {text!r}") from None
-        if not (0 <= value if allow_zero else 0 < value) or not value < math.inf:
-            raise argparse.ArgumentTypeError(f"expected a finite {what.split(' ', 1)[-1]} {bound}, got {text!r}")
-        return value
-    return parse
-
-
-_positive_float = _finite_float("a number", allow_zero=False)
-_time = _finite_float("an OU time", allow_zero=True)
-
-
-def _device(text: str) -> torch.device:
-    try:
-        device = torch.device(text)
-    except (RuntimeError, ValueError):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise argparse.ArgumentTypeError(f"{text!r}: CUDA is not available on this machine")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise argparse.ArgumentTypeError(f"{text!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    elif device.type == "mps":
-        if not torch.backends.mps.is_available():
-            raise argparse.ArgumentTypeError(f"{text!r}: MPS is not available on this machine")
-    elif device.type != "cpu":
-        raise argparse.ArgumentTypeError(f"device must be cpu, cuda[:k] or mps, got {text!r}")
-    return device
-
-
-def _method(text: str) -> str:
-    try:
-        resolve_method(text)
-    except (ValueError, TypeError) as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
-    return text
-
 
 def _add_common(parser: argparse.ArgumentParser, out_default: str | None, out_help: str) -> None:
     group = parser.add_argument_group("common options")
-    group.add_argument("--seed", type=_int_at_least(0), default=0, help="seed of every random draw (default 0)")
-    group.add_argument("--device", type=_device, default=torch.device("cpu"),
+    group.add_argument("--seed", type=arg.int_between(0, arg.SEED_MAX), default=0,
+                       help="seed of every random draw, 0 to 2^63 - 1 (default 0)")
+    group.add_argument("--device", type=arg.device, default=torch.device("cpu"),
                        help="torch device: cpu (default), cuda, cuda:1, mps")
     group.add_argument("--out", type=Path, default=None if out_default is None else Path(out_default),
                        help=out_help + (f" (default ./{out_default})" if out_default else ""))
-    group.add_argument("--force", action="store_true", help="replace the output folder if it exists")
-    group.add_argument("--threads", type=_int_at_least(1), default=1,
-                       help="torch CPU threads (default 1: the networks are small, and on a busy 2-core "
-                            "machine two threads trained 10x slower than one)")
+    group.add_argument("--force", action="store_true",
+                       help="replace the output folder if it exists and diffsde wrote it (never anything else)")
+    group.add_argument("--parents", action="store_true", help="create the output folder's missing parent folders")
+    group.add_argument("--threads", type=arg.int_between(1, arg.CPU_COUNT, "this machine's CPU count"), default=1,
+                       help=f"torch CPU threads, 1 to {arg.CPU_COUNT} (default 1: the networks are small, and on a "
+                            f"busy 2-core machine two threads trained 10x slower than one)")
     group.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bars")
 
 
@@ -151,15 +94,12 @@ def _generator(args: argparse.Namespace, offset: int) -> torch.Generator:
 # Output folders, scores and training
 # --------------------------------------------------------------------------------------
 
-def _output_folder(args: argparse.Namespace) -> OutputFolder:
-    """The command's ``--out`` folder, refused (one line, exit 2) when it exists without ``--force``."""
-    try:
-        return OutputFolder(args.out, args.force)
-    except FileExistsError as err:
-        raise CliError(f"output folder {err.filename!r} already exists; pass --force to replace it "
-                       f"or choose another --out") from None
-    except NotADirectoryError as err:
-        raise CliError(f"--out {err.filename!r} exists and is not a folder; refusing to replace it") from None
+def _output_folder(args: argparse.Namespace, **record) -> OutputFolder:
+    """The command's ``--out`` folder (its manifest records the command and ``record``); refused
+    with one line (exit 2) when it exists without ``--force``, or with ``--force`` when diffsde did
+    not write it, or when its parent is missing without ``--parents``."""
+    return OutputFolder(args.out, args.force, parents=args.parents,
+                        record={"command": " ".join(["diffsde", *args.argv]), **record})
 
 
 def _exact_law(toy: toys.Toy | None) -> GaussianMixtureScore | None:
@@ -167,7 +107,8 @@ def _exact_law(toy: toys.Toy | None) -> GaussianMixtureScore | None:
 
 
 def _load_score(checkpoint: Path, device: torch.device) -> tuple[EpsilonScore, dict]:
-    """The EMA network of a checkpoint (a file, or a ``diffsde train`` folder) as a score."""
+    """The EMA network of a checkpoint (a file, or a ``diffsde train`` folder) as a score, and what
+    is known of its run: ``toy`` and ``toy_from`` (:func:`diffsde._output.run_toy`) when the run says."""
     path = Path(checkpoint)
     if path.is_dir():
         path = path / "checkpoint.pt"
@@ -175,24 +116,39 @@ def _load_score(checkpoint: Path, device: torch.device) -> tuple[EpsilonScore, d
     model = loaded.build_model(ema=True, device=device).requires_grad_(False)
     info = {"checkpoint": str(path), "step": loaded.step, "model_config": loaded.model_config,
             "train_config": loaded.config.to_dict()}
-    sidecar = path.parent / "train.json"
-    if sidecar.is_file():
-        try:
-            info["toy"] = json.loads(sidecar.read_text(encoding="utf-8")).get("toy")
-        except (json.JSONDecodeError, AttributeError):
-            raise CliError(f"{str(sidecar)!r} is not valid JSON; pass --toy explicitly or remove it") from None
+    info.update(run_toy(path))
     return EpsilonScore(model), info
+
+
+def _checkpoint_toy(args: argparse.Namespace, info: dict, score: EpsilonScore, required: bool) -> toys.Toy | None:
+    """The toy of a checkpoint's run (a contradicting ``--toy`` refused), else ``--toy``, else None
+    (an error when ``required``); its dimension must be the network's."""
+    name = info.get("toy")
+    if name is not None and args.toy is not None and args.toy != name:
+        raise CliError(f"--toy {args.toy} contradicts the checkpoint, which was trained on {name!r} (says "
+                       f"{info['toy_from']}); drop --toy or pass --toy {name}")
+    name = name or args.toy
+    if name is None:
+        if required:
+            raise CliError(f"cannot tell which toy {info['checkpoint']!r} was trained on (no {MANIFEST} or "
+                           f"train.json of its run beside it); pass --toy NAME")
+        return None
+    toy = toys.make_toy(name)
+    if toy.dim != score.dim:
+        raise CliError(f"toy {name!r} is {toy.dim}-D but the checkpoint's network is {score.dim}-D")
+    return toy
 
 
 def _add_network_options(parser: argparse.ArgumentParser, steps: int, batch: int, hidden: int, lr: float = 3e-3,
                          depth: int = 3) -> None:
     group = parser.add_argument_group("network and training")
-    group.add_argument("--train-steps", type=_int_at_least(1), default=steps, help=f"optimizer steps (default {steps})")
-    group.add_argument("--batch-size", type=_int_at_least(1), default=batch, help=f"batch size (default {batch})")
-    group.add_argument("--lr", type=_positive_float, default=lr,
+    group.add_argument("--train-steps", type=arg.int_between(1), default=steps,
+                       help=f"optimizer steps (default {steps})")
+    group.add_argument("--batch-size", type=arg.int_between(1), default=batch, help=f"batch size (default {batch})")
+    group.add_argument("--lr", type=arg.positive_float, default=lr,
                        help=f"peak learning rate (default {lr:.0e})".replace("e-0", "e-"))
-    group.add_argument("--hidden", type=_int_at_least(1), default=hidden, help=f"width of the MLP (default {hidden})")
-    group.add_argument("--depth", type=_int_at_least(1), default=depth, help=f"blocks of the MLP (default {depth})")
+    group.add_argument("--hidden", type=arg.int_between(1), default=hidden, help=f"width of the MLP (default {hidden})")
+    group.add_argument("--depth", type=arg.int_between(1), default=depth, help=f"blocks of the MLP (default {depth})")
 
 
 def _say(args: argparse.Namespace) -> Callable[[str], None] | None:
@@ -210,13 +166,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                             n_samples=args.n_samples, steps=args.steps, sweep=tuple(args.sweep))
     if args.small:
         settings = settings.small()
-    output = _output_folder(args)
+    network_fits(2, settings.hidden, settings.depth, args.device)
+    samples_fit(settings.n_samples, 2, args.device)
+    output = _output_folder(args, toy="ring")  # run_demo trains on toys.ring(): `sample --checkpoint` reads it
     with output as folder:
         report = demo.run_demo(settings, checkpoint_path=folder / "checkpoint.pt", progress=args.progress,
                                log=_say(args), command=" ".join(["diffsde", *args.argv]))
         demo.write_report(report, folder)
     print(report.table)
-    print(f"\nThe last row is the noise floor: two independent sets of {settings.n_samples} exact samples.")
+    print(f"\nThe last row is the noise floor: sets of {settings.n_samples} exact samples against the reference "
+          f"set, mean ± standard error over {demo.FLOOR_DRAWS} draws.")
     print(f"report: {output.target} (report.md, metrics.json, {len(report.figures)} figures, checkpoint.pt); "
           f"took {report.total_s:.1f} s ({report.train_s:.1f} s training)")
     return 0
@@ -229,7 +188,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     toy = toys.make_toy(args.toy)
     config = toy_train_config(args.train_steps, args.batch_size, args.lr, args.seed, args.time_sampling)
-    output = _output_folder(args)
+    network_fits(toy.dim, args.hidden, args.depth, args.device)
+    output = _output_folder(args, toy=args.toy)
     started = time.perf_counter()
     with output as folder:
         result = train_network(toy, config, hidden=args.hidden, depth=args.depth, device=args.device,
@@ -257,10 +217,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
         raise CliError("give exactly one of --checkpoint PATH (a trained network) or --exact (a toy's exact score)")
     if args.checkpoint is not None:
         score, source = _load_score(args.checkpoint, args.device)
-        toy_name = args.toy or source.get("toy")
-        toy = toys.make_toy(toy_name) if toy_name else None
-        if toy is not None and toy.dim != score.dim:
-            raise CliError(f"toy {toy_name!r} is {toy.dim}-D but the checkpoint's network is {score.dim}-D")
+        toy = _checkpoint_toy(args, source, score, required=False)
     else:
         if args.toy is None:
             raise CliError("--exact needs --toy NAME (one with an exact score: gaussian, mixture, ring, grid)")
@@ -269,7 +226,9 @@ def _cmd_sample(args: argparse.Namespace) -> int:
             raise CliError(f"toy {args.toy!r} has no exact score; train a network on it (diffsde train --toy "
                            f"{args.toy}) and sample with --checkpoint")
         score, source = toy.exact_score, {"exact": repr(toy)}
-    grid = SCHEDULES[args.schedule](args.steps).grid(t_min=args.t_min)
+    samples_fit(args.n_samples, getattr(score, "dim", None) or 1, args.device)
+    schedule = linear_schedule if args.schedule == "linear" else SCHEDULES[args.schedule]
+    grid = schedule(args.steps).grid(t_min=args.t_min)
     output = _output_folder(args)
     with output as folder, torch.no_grad():
         x, info = sample(score, spec, grid=grid, n_samples=args.n_samples, generator=_generator(args, 0),
@@ -302,15 +261,16 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    toy = toys.make_toy(args.toy)
-    if not toy.has_exact_score:
-        raise CliError(f"compare measures errors against an exact law; toy {args.toy!r} has none "
-                       f"(use gaussian, mixture, ring or grid)")
     score = None
     if args.checkpoint is not None:
-        score, _ = _load_score(args.checkpoint, args.device)
-        if score.dim != toy.dim:
-            raise CliError(f"toy {args.toy!r} is {toy.dim}-D but the checkpoint's network is {score.dim}-D")
+        score, source = _load_score(args.checkpoint, args.device)
+        toy = _checkpoint_toy(args, source, score, required=True)
+    else:
+        toy = toys.make_toy(args.toy or "ring")
+    if not toy.has_exact_score:
+        raise CliError(f"compare measures errors against an exact law; toy {toy.name!r} has none "
+                       f"(use gaussian, mixture, ring or grid)")
+    samples_fit(args.n_samples, toy.dim, args.device)
     settings = MonteCarlo(n_samples=args.n_samples, repeats=args.repeats, seed=args.seed, device=args.device,
                           dtype=torch.float32)
     output = _output_folder(args)
@@ -319,13 +279,28 @@ def _cmd_compare(args: argparse.Namespace) -> int:
                                   monte_carlo=settings)
         result.to_json(folder / "comparison.json")
         result.to_csv(folder / "comparison.csv")
-        plots.error_vs_nfe(nfe_series(result), folder / "error_vs_nfe.png", floor=result.meta["floor"]["mean"],
+        series, se = _series(result.rows, "nfe")
+        floor = result.meta["floor"]
+        plots.error_vs_nfe(series, folder / "error_vs_nfe.png", se=se, floor=floor["mean"], floor_se=floor["se"],
                            ylabel="sliced W2 to exact samples",
-                           title=f"{args.toy}, {'learned' if score is not None else 'exact'} score")
+                           title=f"{toy.name}, {'learned' if score is not None else 'exact'} score")
     print(result.table())
-    print(f"noise floor (two exact sample sets): {result.meta['floor']['mean']:.4g}")
+    print(f"noise floor (exact samples against exact samples): {floor['mean']:.4g} ± {floor['se']:.2g} "
+          f"(mean ± standard error)")
     print(f"written: {output.target} (comparison.json, comparison.csv, error_vs_nfe.png)")
     return 0
+
+
+def _series(rows: list[dict], x: str) -> tuple[dict, dict]:
+    """method -> (x values, errors) and method -> standard errors, in row order, for the plots' error
+    bars (a method whose errors have no standard error, from a single repeat, gets no bars)."""
+    series, se = {}, {}
+    for row in rows:
+        xs, errors = series.setdefault(row["method"], ([], []))
+        xs.append(row[x])
+        errors.append(row["error"])
+        se.setdefault(row["method"], []).append(row["error_se"])
+    return series, {method: values for method, values in se.items() if all(map(math.isfinite, values))}
 
 
 def _cmd_converge(args: argparse.Namespace) -> int:
@@ -333,6 +308,7 @@ def _cmd_converge(args: argparse.Namespace) -> int:
     if not toy.has_exact_score:
         raise CliError(f"converge needs an exact score; toy {args.toy!r} has none "
                        f"(use gaussian, mixture, ring or grid)")
+    samples_fit(args.n_samples, toy.dim, args.device)
     settings = MonteCarlo(n_samples=args.n_samples, repeats=args.repeats, seed=args.seed, device=args.device)
     output = _output_folder(args)
     with output as folder:
@@ -340,16 +316,11 @@ def _cmd_converge(args: argparse.Namespace) -> int:
                                    estimator=args.estimator, monte_carlo=settings)
         result.to_json(folder / "convergence.json")
         result.to_csv(folder / "convergence.csv")
-        series = {}
-        for row in result.rows:
-            ns, errors = series.setdefault(row["method"], ([], []))
-            if row["error"] > 0:
-                ns.append(row["n"])
-                errors.append(row["error"])
+        series, se = _series([row for row in result.rows if row["error"] > 0], "n")
         orders = {row["method"]: row["order"] for row in result.summary}
-        floor = result.meta["floor"]["mean"] if result.meta.get("floor") else None
-        plots.convergence(series, folder / "convergence.png", orders=orders, floor=floor,
-                          ylabel="W2 to the exact law", title=f"{args.toy}: error against steps")
+        floor = result.meta.get("floor") or {"mean": None, "se": None}
+        plots.convergence(series, folder / "convergence.png", orders=orders, se=se, floor=floor["mean"],
+                          floor_se=floor["se"], ylabel="W2 to the exact law", title=f"{args.toy}: error against steps")
     print(result.table())
     print()
     print(result.summary_table(["method", "estimator", "declared_order", "order", "order_ci_low", "order_ci_high",
@@ -363,13 +334,17 @@ def _cmd_converge(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------
 
 def _cmd_limit(args: argparse.Namespace) -> int:
+    largest = max(args.n)
+    check_fits(4 * 8 * largest, torch.device("cpu"),
+               f"--n {largest} (4 float64 arrays of {largest:,} values per schedule: β, ᾱ, t, τ)")
+    output = _output_folder(args) if args.out is not None else None  # refused before any work
     rows, orders = alpha_bar_limit(args.schedule, args.n)
-    print("ᾱ_i vs e^{-t_i} with t_i = Σ_{j<i} β_j (seed 000's time); exact times τ_i = -log ᾱ_i give 0")
+    print("ᾱ_i vs e^{-t_i} with t_i = Σ_{j<i} β_j (DDPM's chain as the VP SDE's Euler steps, Song et al. 2021); "
+          "exact times τ_i = -log ᾱ_i give 0")
     print(format_table(rows, ["schedule", "n", "T", "max_error", "n_times_error", "max_error_exact_times"]))
     for name, order in orders.items():
         print(f"fitted order ({name}): {order:.3f}")
-    if args.out is not None:
-        output = _output_folder(args)
+    if output is not None:
         with output as folder:
             write_json(folder / "limit.json", {"rows": rows, "orders": orders})
             schedules = {f"{name}, n = {n}": SCHEDULES[name](n) for name in args.schedule for n in args.n}
@@ -382,11 +357,19 @@ def _cmd_limit(args: argparse.Namespace) -> int:
 # The parser and the entry point
 # --------------------------------------------------------------------------------------
 
+# Step counts below 21 (where linear(n)'s last β = 20/n would reach 1) are valid: such coarse runs
+# use the linear schedule's β(t) rate respaced to n steps, as diffusers' schedulers do.
+_COARSE = "; counts below 21 use the linear rate respaced to n steps"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="diffsde", description=__doc__.split("\n\n")[0],
-                     epilog="Run `diffsde demo` for the main job; `diffsde COMMAND --help` for each command.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser = arg.Parser(prog="diffsde", description=__doc__.split("\n\n")[0],
+                        epilog="Run `diffsde demo` for the main job; `diffsde COMMAND --help` for each command.")
+    parser.add_argument("--version", "-V", action="version", version=f"diffsde {__version__}",
+                        help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", help="what to run (each has --help)")
     toy_names = sorted(toys.TOYS)
+    methods_help = "sampling methods (default: {})".format(" ".join(DEFAULT_METHODS))
 
     demo = sub.add_parser("demo", help="train on the 8-Gaussian ring, sample with every method, write a report",
                           description="The main job: train a small ε-network on the 8-Gaussian ring (CPU, about a "
@@ -395,11 +378,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(demo, "diffsde-report", "report folder")
     d, small = DemoSettings(), SMALL_SIZES
     _add_network_options(demo, steps=d.train_steps, batch=d.batch_size, hidden=d.hidden, lr=d.lr, depth=d.depth)
-    demo.add_argument("--n-samples", type=_int_at_least(16), default=d.n_samples,
+    demo.add_argument("--n-samples", type=arg.int_between(16), default=d.n_samples,
                       help=f"samples per method (default {d.n_samples})")
-    demo.add_argument("--steps", type=_int_at_least(21), default=d.steps,
-                      help=f"sampling steps on the linear schedule (default {d.steps}; >= 21)")
-    demo.add_argument("--sweep", type=_int_at_least(1), nargs="+", default=list(d.sweep),
+    demo.add_argument("--steps", type=arg.int_between(1), default=d.steps,
+                      help=f"sampling steps on the linear schedule (default {d.steps}{_COARSE})")
+    demo.add_argument("--sweep", type=arg.int_between(1), nargs="+", default=list(d.sweep),
                       help=f"step counts of the error-vs-NFE sweep on uniform grids "
                            f"(default {' '.join(map(str, d.sweep))})")
     demo.add_argument("--small", action="store_true",
@@ -424,16 +407,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(sample_cmd, "diffsde-samples", "folder for the samples, sample.json and samples.png")
     sample_cmd.add_argument("--checkpoint", type=Path, help="a checkpoint file or a `diffsde train` folder")
     sample_cmd.add_argument("--toy", choices=toy_names,
-                            help="the toy (its exact score with --exact; the truth to compare with otherwise, "
-                                 "read from the training folder's train.json when not given)")
+                            help="the toy: its exact score with --exact; with --checkpoint, the truth to compare "
+                                 "with, read from the checkpoint's run (a different --toy is refused)")
     sample_cmd.add_argument("--exact", action="store_true", help="use the toy's exact score")
-    sample_cmd.add_argument("--method", type=_method, default="ddpm",
+    sample_cmd.add_argument("--method", type=arg.method, default="ddpm",
                             help="vp, ddpm (default), em, pc, ode-euler, ode-heun, ode-RK45, torchsde-euler, ...")
     sample_cmd.add_argument("--schedule", choices=sorted(SCHEDULES), default="linear",
                             help="β schedule (default linear)")
-    sample_cmd.add_argument("--steps", type=_int_at_least(1), default=250, help="steps (default 250)")
-    sample_cmd.add_argument("--t-min", type=_time, default=DEMO_T_MIN, help="stop at this OU time (default 1e-3)")
-    sample_cmd.add_argument("--n-samples", type=_int_at_least(1), default=2000, help="samples (default 2000)")
+    sample_cmd.add_argument("--steps", type=arg.int_between(1), default=250,
+                            help=f"steps (default 250{_COARSE} with --schedule linear)")
+    sample_cmd.add_argument("--t-min", type=arg.ou_time, default=DEMO_T_MIN, help="stop at this OU time (default 1e-3)")
+    sample_cmd.add_argument("--n-samples", type=arg.int_between(1), default=2000, help="samples (default 2000)")
     sample_cmd.add_argument("--format", choices=["pt", "npy", "csv"], default="pt", help="samples file (default pt)")
     sample_cmd.set_defaults(func=_cmd_sample)
 
@@ -442,15 +426,16 @@ def build_parser() -> argparse.ArgumentParser:
                                          "compare_samplers) with a toy's exact score or a checkpoint; print the "
                                          "table; write comparison.json/.csv and error_vs_nfe.png.")
     _add_common(compare, "diffsde-compare", "folder for the results")
-    compare.add_argument("--toy", choices=toy_names, default="ring", help="target with an exact law (default ring)")
+    compare.add_argument("--toy", choices=toy_names,
+                         help="target with an exact law (default ring; with --checkpoint, the toy of its run)")
     compare.add_argument("--checkpoint", type=Path, help="judge a trained network instead of the exact score")
-    compare.add_argument("--methods", type=_method, nargs="+", default=list(DEFAULT_METHODS))
-    compare.add_argument("--ns", type=_int_at_least(21), nargs="+", default=[25, 50, 100],
-                         help="step counts, increasing (default 25 50 100)")
-    compare.add_argument("--t-min", type=_time, default=DEMO_T_MIN, help="stop at this OU time (default 1e-3)")
+    compare.add_argument("--methods", type=arg.method, nargs="+", default=list(DEFAULT_METHODS), help=methods_help)
+    compare.add_argument("--ns", type=arg.int_between(1), nargs="+", default=[25, 50, 100],
+                         help=f"step counts, increasing (default 25 50 100{_COARSE})")
+    compare.add_argument("--t-min", type=arg.ou_time, default=DEMO_T_MIN, help="stop at this OU time (default 1e-3)")
     compare.add_argument("--prior", choices=["normal", "exact"], default="normal", help="start law (default normal)")
-    compare.add_argument("--n-samples", type=_int_at_least(2), default=2000, help="samples per run (default 2000)")
-    compare.add_argument("--repeats", type=_int_at_least(1), default=3, help="seeds per row (default 3)")
+    compare.add_argument("--n-samples", type=arg.int_between(2), default=2000, help="samples per run (default 2000)")
+    compare.add_argument("--repeats", type=arg.int_between(1), default=3, help="seeds per row (default 3)")
     compare.set_defaults(func=_cmd_compare)
 
     converge = sub.add_parser("converge", help="error against step count with fitted orders",
@@ -460,49 +445,67 @@ def build_parser() -> argparse.ArgumentParser:
                                           "convergence.png.")
     _add_common(converge, "diffsde-converge", "folder for the results")
     converge.add_argument("--toy", choices=toy_names, default="gaussian", help="target (default gaussian)")
-    converge.add_argument("--methods", type=_method, nargs="+", default=list(DEFAULT_METHODS))
-    converge.add_argument("--ns", type=_int_at_least(21), nargs="+", default=[25, 50, 100, 200, 400],
-                          help="at least three increasing step counts (default 25 50 100 200 400)")
-    converge.add_argument("--t-min", type=_time, default=0.0, help="stop at this OU time (default 0)")
+    converge.add_argument("--methods", type=arg.method, nargs="+", default=list(DEFAULT_METHODS), help=methods_help)
+    converge.add_argument("--ns", type=arg.int_between(1), nargs="+", default=[25, 50, 100, 200, 400],
+                          help=f"at least three increasing step counts (default 25 50 100 200 400{_COARSE})")
+    converge.add_argument("--t-min", type=arg.ou_time, default=0.0, help="stop at this OU time (default 0)")
     converge.add_argument("--prior", choices=["exact", "normal"], default="exact",
                           help="start from the exact p_T (default) or N(0, I)")
-    converge.add_argument("--estimator", choices=["auto", "exact", "monte_carlo"], default="auto")
-    converge.add_argument("--n-samples", type=_int_at_least(2), default=2000, help="Monte Carlo samples (default 2000)")
-    converge.add_argument("--repeats", type=_int_at_least(1), default=3, help="Monte Carlo seeds (default 3)")
+    converge.add_argument("--estimator", choices=["auto", "exact", "monte_carlo"], default="auto",
+                          help="exact output laws (Gaussian toys), Monte Carlo samples, or auto: exact where "
+                               "possible (default)")
+    converge.add_argument("--n-samples", type=arg.int_between(2), default=2000,
+                          help="Monte Carlo samples (default 2000)")
+    converge.add_argument("--repeats", type=arg.int_between(1), default=3, help="Monte Carlo seeds (default 3)")
     converge.set_defaults(func=_cmd_converge)
 
     limit = sub.add_parser("limit", help="table of ᾱ_i against e^{-t_i}: the continuous-time limit",
-                           description="How fast ᾱ_i -> e^{-t_i} as the schedule is refined (seed 000). Exact, "
-                                       "no randomness: --seed and --device are accepted and unused.")
+                           description="How fast ᾱ_i -> e^{-t_i} as the schedule is refined (DDPM's chain as the "
+                                       "VP SDE's Euler steps, Song et al. 2021). Exact, no randomness: --seed and "
+                                       "--device are accepted and unused.")
     _add_common(limit, None, "also write limit.json and alpha_bar.png to this folder")
-    limit.add_argument("--schedule", nargs="+", default=["linear"], choices=sorted(SCHEDULES))
-    limit.add_argument("--n", nargs="+", type=_int_at_least(21), default=[100, 1000, 10000])
+    limit.add_argument("--schedule", nargs="+", default=["linear"], choices=sorted(SCHEDULES),
+                       help="β schedules to compare (default linear)")
+    limit.add_argument("--n", nargs="+", type=arg.int_between(1), default=[100, 1000, 10000],
+                       help=f"distinct step counts (default 100 1000 10000{_COARSE})")
     limit.set_defaults(func=_cmd_limit)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``diffsde`` command; returns the exit status (0 ok, 2 user error, 130 interrupted)."""
-    parser = build_parser()
+    """Run the ``diffsde`` command; returns the exit status: 0 ok, 2 a user error (one line on stderr),
+    130 / 143 / 129 stopped by Ctrl-C / SIGTERM / SIGHUP (after the same cleanup)."""
+    command = "diffsde"
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as exit_:  # --help (0) or a bad argument (2, already reported in one line)
-        return exit_.code if isinstance(exit_.code, int) else 2
-    if args.command is None:
-        parser.print_help()
-        return 0
-    args.argv = list(sys.argv[1:] if argv is None else argv)
+        with stop_signals_raise():
+            parser = build_parser()
+            try:
+                args = parser.parse_args(argv)
+            except SystemExit as exit_:  # --help, --version (0) or a bad argument (2, already one line)
+                return exit_.code if isinstance(exit_.code, int) else 2
+            if args.command is None:
+                parser.print_help()
+                return 0
+            command = f"diffsde {args.command}"
+            args.argv = list(sys.argv[1:] if argv is None else argv)
+            return _run(args)
+    except KeyboardInterrupt as stop:
+        print(f"{command}: {describe_stop(stop)}", file=sys.stderr)
+        return exit_status(stop)
+    except (*USER_ERRORS, MemoryError, RuntimeError) as err:
+        message = allocation_failure(err)
+        if message is None and not isinstance(err, USER_ERRORS):
+            raise  # not the user's doing: keep the traceback
+        print(f"{command}: error: {message or ' '.join(str(err).split()) or type(err).__name__}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The command, with the caller's global RNG state and torch thread count restored after it."""
     threads = torch.get_num_threads()
     try:
-        with torch.random.fork_rng(devices=[]):  # the caller's global RNG and thread count are left as they were
+        with torch.random.fork_rng(devices=[]):
             _setup(args)
             return args.func(args)
-    except KeyboardInterrupt:
-        print(f"diffsde {args.command}: interrupted", file=sys.stderr)
-        return 130
-    except USER_ERRORS as err:
-        message = " ".join(str(err).split()) or type(err).__name__
-        print(f"diffsde {args.command}: error: {message}", file=sys.stderr)
-        return 2
     finally:
         torch.set_num_threads(threads)

@@ -18,7 +18,7 @@ from typing import Callable, NamedTuple, Union
 import torch
 from torch import Tensor
 
-from ._checks import broadcast_time, check_data
+from ._checks import broadcast_time, check_data, check_output, check_positive
 from .schedules import BetaSchedule
 from .scores import GaussianScore
 from .sde import OU
@@ -91,9 +91,11 @@ def normal_kl(mean1: Tensor, var1: AlphaBar, mean2: Tensor, var2: AlphaBar) -> T
     """``KL(N(mean1, var1 I) || N(mean2, var2 I))`` summed over the last dimension, in nats
     (seed 001, eq. 13, per coordinate): ``½ Σ [log(var2 / var1) + (var1 + (mean1 - mean2)²) / var2 - 1]``.
 
-    means: (..., d); variances: positive floats or tensors broadcasting against them.
-    Returns shape (...).
+    means: (..., d); variances: floats or tensors in (0, inf) broadcasting against them (else
+    ValueError naming var1 or var2; a tensor is read on the host). Returns shape (...).
     """
+    check_positive(var1, "var1")
+    check_positive(var2, "var2")
     var1 = torch.as_tensor(var1, dtype=mean1.dtype, device=mean1.device)
     var2 = torch.as_tensor(var2, dtype=mean1.dtype, device=mean1.device)
     terms = torch.log(var2) - torch.log(var1) + (var1 + (mean1 - mean2) ** 2) / var2 - 1
@@ -170,7 +172,8 @@ def vlb(eps_model: EpsModel, x0: Tensor, schedule: BetaSchedule, *, variance: st
         variance: "beta" or "beta_tilde".
         generator: the source of the x_i draws.
     Raises:
-        ValueError: x0 is not (B, d) with B >= 1, has a NaN or infinite entry, or ``variance`` is unknown.
+        ValueError: x0 is not (B, d) with B >= 1, has a NaN or infinite entry, ``variance`` is unknown,
+            or eps_model returns a shape other than its x's.
         TypeError: x0 is not a floating tensor or ``schedule`` is not a BetaSchedule.
     """
     check_data(x0, "x0")
@@ -194,7 +197,8 @@ def vlb(eps_model: EpsModel, x0: Tensor, schedule: BetaSchedule, *, variance: st
         transitions = torch.zeros_like(prior)
         for i in range(1, n + 1):
             x_i = ou.sample_marginal(x0, times[i], generator=generator)
-            mean = ddpm_reverse_mean(x_i, eps_model(x_i, times[i]), alpha_bars[i], alpha_bars[i - 1])
+            eps = check_output(eps_model(x_i, times[i]), x_i, "eps_model")
+            mean = ddpm_reverse_mean(x_i, eps, alpha_bars[i], alpha_bars[i - 1])
             beta = 1 - alpha_bars[i] / alpha_bars[i - 1]
             if i == 1:
                 decoder = 0.5 * (((x0 - mean) ** 2).sum(-1) / beta + d * math.log(2 * math.pi * beta))
@@ -302,7 +306,7 @@ def expected_vlb(eps_model: EpsModel, p0: GaussianScore, schedule: BetaSchedule,
         :class:`ExpectedVLB` (nats; its total is the expectation of :attr:`VLBTerms.nats`).
     Raises:
         TypeError: p0 is not a GaussianScore, schedule not a BetaSchedule, eps_model not callable.
-        ValueError: unknown ``variance``; an ε-model that is not affine in x.
+        ValueError: unknown ``variance``; an ε-model that is not affine in x or returns a shape other than x's.
     """
     mean, cov = _gaussian_data(p0)
     _check_chain(eps_model, schedule, variance)
@@ -381,10 +385,10 @@ def _reverse_affine(eps_model: EpsModel, schedule: BetaSchedule, i: int, d: int)
     ab, tau = schedule.alpha_bars.tolist(), schedule.exact_times.tolist()
     probes = torch.cat([torch.zeros(1, d, dtype=torch.float64), torch.eye(d, dtype=torch.float64)])
     with torch.no_grad():
-        out = eps_model(probes, tau[i]).to("cpu", torch.float64)
+        out = check_output(eps_model(probes, tau[i]), probes, "eps_model").to("cpu", torch.float64)
         A, b = (out[1:] - out[0]).T, out[0]
         check = torch.linspace(0.5, 1.5, d, dtype=torch.float64)
-        at_check = eps_model(check[None], tau[i]).to("cpu", torch.float64)[0]
+        at_check = check_output(eps_model(check[None], tau[i]), check[None], "eps_model").to("cpu", torch.float64)[0]
     predicted = A @ check + b
     if not torch.allclose(at_check, predicted, rtol=1e-6, atol=1e-6 * (1 + float(out.abs().max()))):
         raise ValueError(f"eps_model must be affine in x (as the exact ε of Gaussian data is); at t = {tau[i]:.4g} "

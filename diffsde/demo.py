@@ -13,6 +13,18 @@ The same seed gives the same report: every random draw comes from a generator se
 ``seed + offset`` (one offset per stream), and the network's initial weights from torch's
 CPU generator seeded with ``seed``. Times are forward OU times t (DESIGN.md).
 
+The grid (:func:`demo_grid`): ``steps`` >= 21 samples on ``BetaSchedule.linear(steps)`` cut at
+t_min = 1e-3, ending at its first time at or above t_min (250 steps keep 248, ending at
+t_end = 0.00112; the table reports both, ``n`` asked and ``steps`` taken). Fewer steps, where
+``linear(steps)`` has β >= 1, sample on the studies' coarse linear grid: the linear rate's
+1000-step schedule respaced to ``steps`` steps, as diffusers does, ending exactly at t_min
+(:mod:`diffsde.studies.grids`).
+
+The noise floor (the table's last row) is the same distances between independent sets of
+exact samples and the reference set, as mean ± standard error over :data:`FLOOR_DRAWS` draws
+(:func:`noise_floor`); the sweep's floor is :meth:`diffsde.studies.MonteCarlo`'s, also a mean
+± standard error.
+
 Also here, shared with the ``train``, ``sample`` and ``compare`` commands: the training recipe
 that works on the toys (:func:`toy_train_config`, :func:`train_network`), the distances the
 report's table shows (:func:`judge`, against :func:`reference_samples`) and a comparison's
@@ -22,6 +34,7 @@ error-against-NFE series (:func:`nfe_series`).
 from __future__ import annotations
 
 import io
+import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -36,26 +49,33 @@ from . import plots, toys
 from ._checks import check_int, check_real
 from ._io import PathLike, write_atomic, write_text_atomic
 from ._output import environment, write_json
-from ._table import format_table
+from ._table import format_table, format_value
 from .studies import DEFAULT_METHODS, MonteCarlo, StudyResult, compare_samplers
+from .studies.estimators import mean_and_se
+from .studies.grids import LINEAR_MIN_STEPS, RESPACE_FROM, linear_schedule
 from .nets import EpsilonMLP
 from .samplers import featured_methods, resolve_method, sample
-from .schedules import BetaSchedule
+from .schedules import BetaSchedule, TimeGrid
 from .scores import GaussianMixtureScore
 from .training import TrainConfig, TrainResult, train
 
 __all__ = ["DemoSettings", "DemoReport", "run_demo", "write_report", "judge", "reference_samples",
-           "toy_train_config", "train_network", "nfe_series", "DEMO_METHODS", "SWEEP_METHODS", "DEMO_COLUMNS",
-           "DEMO_T_MIN", "SMALL_SIZES"]
+           "toy_train_config", "train_network", "nfe_series", "error_se_series", "demo_grid", "noise_floor", "demo_table",
+           "DEMO_METHODS", "SWEEP_METHODS", "DEMO_COLUMNS", "DEMO_T_MIN", "SMALL_SIZES", "FLOOR_DRAWS"]
 
 # The demo's methods, read from the sampler registry: every featured variant in the table; in
-# the coarse sweep the studies' default methods (own step loop, a declared weak order) that need
-# nothing of the grid (uniform grids of 5 steps have β = Δt > 1).
+# the coarse sweep the studies' default methods (own step loop, a declared weak order) that a coarse
+# uniform grid serves: its β = Δt exceeds 1 at 5 steps, so not those that need β < 1; its ᾱ = e^{-t}
+# is a normal number below one from T = 10.05 down to t_min = 1e-3, as the others need.
 DEMO_METHODS = tuple(featured_methods())
-SWEEP_METHODS = tuple(label for label in DEFAULT_METHODS if not resolve_method(label).grid_needs)
+SWEEP_METHODS = tuple(label for label in DEFAULT_METHODS
+                      if "betas_below_one" not in resolve_method(label).grid_needs)
 
 DEMO_T_MIN = 1e-3  # where every demo run stops: the ε-network's score is singular at t = 0
-DEMO_COLUMNS = ["score", "method", "steps", "nfe", "sw2", "energy", "mode_tv", "mean_err", "cov_err", "time_s"]
+# n: the steps asked for; steps: those the grid takes above t_min (module docstring).
+DEMO_COLUMNS = ["score", "method", "n", "steps", "nfe", "sw2", "energy", "mode_tv", "mean_err", "cov_err",
+                "time_s"]
+FLOOR_DRAWS = 8  # independent sets of exact samples behind the noise-floor row's mean ± standard error
 # ``diffsde demo --small``: a run of a few seconds for smoke tests.
 SMALL_SIZES = {"train_steps": 60, "batch_size": 128, "hidden": 32, "n_samples": 256, "steps": 25, "sweep": (5, 10)}
 
@@ -78,7 +98,8 @@ class DemoSettings:
         train_steps, batch_size, lr: the training run (Adam, peak learning rate ``lr`` > 0).
         hidden, depth: the :class:`~diffsde.nets.EpsilonMLP`'s width and number of blocks.
         n_samples: samples per method, >= 16.
-        steps: n of the sampling grid ``BetaSchedule.linear(n)`` (>= 21: below, its β_max >= 1).
+        steps: n of the sampling grid, >= 1 (:func:`demo_grid`: ``BetaSchedule.linear(n)`` for
+            n >= 21, the linear rate respaced to n steps below).
         sweep: the step counts of the error-against-NFE sweep on uniform grids, increasing.
     """
 
@@ -95,7 +116,7 @@ class DemoSettings:
 
     def __post_init__(self):
         for name, minimum in (("seed", 0), ("train_steps", 1), ("batch_size", 1), ("hidden", 1), ("depth", 1),
-                              ("n_samples", 16), ("steps", 21)):
+                              ("n_samples", 16), ("steps", 1)):
             object.__setattr__(self, name, check_int(getattr(self, name), name, minimum))
         object.__setattr__(self, "lr", check_real(self.lr, "lr", 0.0, low_open=True))
         if isinstance(self.sweep, (str, bytes)) or not isinstance(self.sweep, Iterable):
@@ -118,9 +139,10 @@ class DemoReport:
     Attributes:
         settings: the run's :class:`DemoSettings`.
         rows: one dict per (score, method) run, learned score first, then the exact score, then
-            the noise-floor row (two independent sets of exact samples); keys :data:`DEMO_COLUMNS`
-            plus ``mmd``.
-        table: the rows as the Markdown table the command prints.
+            the noise-floor row (:func:`noise_floor`: means over :data:`FLOOR_DRAWS` independent
+            sets of exact samples, with ``<metric>_se`` standard errors and ``draws``); keys
+            :data:`DEMO_COLUMNS` plus ``mmd``.
+        table: the rows as the Markdown table the command prints (:func:`demo_table`).
         sweep: ``"learned"`` / ``"exact"`` -> the sweep's comparison (sliced W2 against exact samples).
         figures: PNG file name -> the figure rendered as PNG bytes, sorted by name. Rendered once
             in :func:`run_demo` (matplotlib's constrained layout moves things a little at each new
@@ -186,19 +208,17 @@ def _run(s: DemoSettings, checkpoint_path: Path | None, progress: bool, say: Cal
     toy = toys.ring()
     law = toy.exact_score
     config = toy_train_config(s.train_steps, s.batch_size, s.lr, s.seed)
-    schedule = BetaSchedule.linear(s.steps)
     say(f"training EpsilonMLP(2, hidden={s.hidden}, depth={s.depth}) on the 8-Gaussian ring: "
         f"{config.steps} steps of {config.batch_size}")
     trained = train_network(toy, config, hidden=s.hidden, depth=s.depth, device=s.device, progress=progress,
                             checkpoint_path=checkpoint_path)
     train_s = time.perf_counter() - started
     scores = {"learned": trained.score(), "exact": law}
-    grid = schedule.grid(t_min=DEMO_T_MIN)
+    grid = demo_grid(s.steps)
     t_end = grid.t_min
     truth = reference_samples(toy, s.n_samples, t_end, generator(_TRUTH))
-    floor_row = {"score": "-", "method": "exact samples", "steps": 0, "nfe": 0,
-                 **judge(reference_samples(toy, s.n_samples, t_end, generator(_FLOOR)), truth, law, t_end),
-                 "time_s": 0.0}
+    floor_row = {"score": "-", "method": "exact samples", "n": 0, "steps": 0, "nfe": 0,
+                 **noise_floor(toy, truth, t_end, generator(_FLOOR)), "time_s": 0.0}
     rows, outputs = [], {}
     with torch.no_grad():
         for score_name, score in scores.items():
@@ -208,7 +228,8 @@ def _run(s: DemoSettings, checkpoint_path: Path | None, progress: bool, say: Cal
                                  generator=generator(_METHODS + k), device=s.device, return_info=True,
                                  progress=progress)
                 outputs[(score_name, spec.label)] = x
-                rows.append({"score": score_name, "method": spec.label, "steps": grid.n, "nfe": info["nfe"],
+                rows.append({"score": score_name, "method": spec.label, "n": s.steps, "steps": grid.n,
+                             "nfe": info["nfe"],
                              **judge(x, truth, law, t_end), "time_s": info["wall_time_s"]})
         _, trajectories = sample(scores["learned"], "ddpm", grid=grid, n_samples=48,
                                  generator=generator(_PATHS), device=s.device, return_path=True)
@@ -216,10 +237,10 @@ def _run(s: DemoSettings, checkpoint_path: Path | None, progress: bool, say: Cal
     sweep = _sweep(s, toy, scores, say)
     figures = _figures(s, toy, outputs, truth, trajectories, grid, trained.losses, sweep)
     total_s = time.perf_counter() - started
-    table = format_table(rows, DEMO_COLUMNS)
+    table = demo_table(rows)
     run_settings = {"toy": repr(toy), "train_config": config.to_dict(), "hidden": s.hidden, "depth": s.depth,
-                    "schedule": f"linear({s.steps})", "t_end": t_end, "n_samples": s.n_samples, "seed": s.seed,
-                    "device": str(s.device), "methods": list(DEMO_METHODS)}
+                    "schedule": _schedule_name(s.steps), "grid_steps": grid.n, "t_end": t_end,
+                    "n_samples": s.n_samples, "seed": s.seed, "device": str(s.device), "methods": list(DEMO_METHODS)}
     record = {"settings": run_settings, "columns": DEMO_COLUMNS, "rows": rows,
               "sweep": {name: result.to_dict() for name, result in sweep.items()},
               "timings_s": {"train": train_s, "total": total_s}, "environment": environment()}
@@ -258,13 +279,15 @@ def _figures(s: DemoSettings, toy: toys.Toy, outputs: dict, truth, trajectories,
                                               title="ddpm with the learned score: paths from t = T to t_min")
     figures["densities.png"] = plots.marginal_densities(toy.exact_score, [0.0, 0.1, 0.5, 1.0, 3.0],
                                                         title="exact marginal densities p_t of the ring")
-    figures["alpha_bar.png"] = plots.alpha_bar_vs_exp({f"linear, n = {s.steps}": BetaSchedule.linear(s.steps),
-                                                       f"linear, n = {4 * s.steps}": BetaSchedule.linear(4 * s.steps)})
+    figures["alpha_bar.png"] = plots.alpha_bar_vs_exp({f"linear, n = {s.steps}": linear_schedule(s.steps),
+                                                       f"linear, n = {4 * s.steps}": linear_schedule(4 * s.steps)})
     series = {name: nfe_series(result) for name, result in sweep.items()}
+    errors_se = {name: error_se_series(result) for name, result in sweep.items()}
+    floor = sweep["exact"].meta["floor"]
     figures["error_vs_nfe.png"] = plots.error_vs_nfe(
-        series["learned"], compare=series["exact"], compare_label="exact score",
-        floor=sweep["exact"].meta["floor"]["mean"], ylabel="sliced W2 to exact samples",
-        title="error against score evaluations (solid: learned)")
+        series["learned"], compare=series["exact"], compare_label="exact score", se=errors_se["learned"],
+        compare_se=errors_se["exact"], floor=floor["mean"], floor_se=floor["se"],
+        ylabel="sliced W2 to exact samples", title="error against score evaluations (solid: learned)")
     figures["loss.png"] = plots.training_loss(losses, title="training loss")
     return {name: _png(figure) for name, figure in sorted(figures.items())}
 
@@ -286,13 +309,16 @@ _CAPTIONS = {"samples_learned.png": "samples with the learned score (blue) over 
 
 def _markdown(s: DemoSettings, command: str, settings: dict, table: str, sweep: dict, figures: list[str],
               train_s: float, total_s: float, checkpoint: str | None) -> str:
+    grid_note = (f"{settings['grid_steps']} of its {s.steps} steps, those above t_min = {DEMO_T_MIN:g}"
+                 if s.steps >= LINEAR_MIN_STEPS else
+                 f"the linear rate's {RESPACE_FROM} steps respaced to {s.steps}, as diffusers does, ending at t_min")
     lines = [
         "# diffsde demo report", "",
         f"Command: `{command}`. Took {total_s:.1f} s, of which {train_s:.1f} s training.", "",
         f"Data: the 8-Gaussian ring ({settings['toy']}). An `EpsilonMLP(2, hidden={s.hidden}, depth={s.depth})` "
         f"was trained for {settings['train_config']['steps']} steps of {settings['train_config']['batch_size']} "
         f"(DDPM's simple loss, times on the linear schedule's grid; EMA weights are used) and sampled with every "
-        f"method on the grid of `BetaSchedule.linear({s.steps})`, from T = 10.05 down to t_end = "
+        f"method on the grid of `{settings['schedule']}` ({grid_note}), from T = 10.05 down to t_end = "
         f"{settings['t_end']:.4g}, {s.n_samples} samples each. The same runs with the ring's exact score "
         f"show the discretization error alone.", "",
         "## Metrics against exact samples of p_{t_end}", "",
@@ -301,15 +327,19 @@ def _markdown(s: DemoSettings, command: str, settings: dict, table: str, sweep: 
         "`mode_tv` total "
         "variation between the fraction of samples nearest each mode and the true weights 1/8; `mean_err`, "
         "`cov_err` errors of the sample mean and covariance against the exact ones; `nfe` score evaluations "
-        "per sample; `time_s` sampling wall time. The last row compares two independent sets of exact samples: "
-        "the noise floor of each metric at this sample size.", "",
+        f"per sample; `n` the steps asked for, `steps` those taken above t_min; `time_s` sampling wall time. "
+        f"The last row is the noise floor of each metric at this sample size: the same distances between "
+        f"{FLOOR_DRAWS} independent sets of exact samples and the reference set, mean ± standard error. Each "
+        f"method row is one draw, which scatters around the floor by the standard deviation, "
+        f"√{FLOOR_DRAWS} × the standard error, so a row can fall below the floor's mean by about that much.", "",
         "## Error against score evaluations", "",
         f"Uniform grids of n steps from T = 10.05 to t_min = {DEMO_T_MIN:g}, {s.n_samples} samples from the "
         f"same N(0, I) draw for every row (diffsde.studies.compare_samplers).", "",
     ]
     for name, result in sweep.items():
         floor = result.meta["floor"]
-        lines += [f"{name} score (sliced W2, noise floor {floor['mean']:.4g}):", "",
+        lines += [f"{name} score (sliced W2, noise floor {floor['mean']:.4g} ± {floor['se']:#.2g}, mean ± "
+                  f"standard error over {result.meta['monte_carlo']['floor_draws']} draws):", "",
                   result.table(["method", "n", "nfe", "error", "wall_time_s"]), ""]
     lines += ["## Figures", ""]
     for name in figures:
@@ -336,6 +366,66 @@ def write_report(report: DemoReport, folder: PathLike) -> list[Path]:
     written.append(write_json(folder / "metrics.json", report.metrics))
     written.append(write_text_atomic(folder / "report.md", report.markdown))
     return written
+
+
+# --------------------------------------------------------------------------------------
+# The grid, the noise floor and the table
+# --------------------------------------------------------------------------------------
+
+def demo_grid(steps: int, t_min: float = DEMO_T_MIN) -> TimeGrid:
+    """The demo's sampling grid of ``steps`` steps of the linear rate, down to ``t_min`` (default
+    :data:`DEMO_T_MIN`; module docstring), also the ``sample`` command's linear grid.
+
+    steps >= 21: ``BetaSchedule.linear(steps).grid(t_min)``, ending at its first time at or above
+    t_min (as the demo always did). steps <= 20, where ``linear(steps)`` has β >= 1:
+    :func:`diffsde.studies.grids.linear_schedule` (the 1000-step linear schedule respaced to
+    ``steps``, as diffusers does), ending exactly at t_min (its first time above 0 is far above
+    the usual t_min, so the first rule would drop its last step).
+
+    Raises:
+        TypeError / ValueError: steps not an int >= 1, t_min not a time in [0, T).
+    """
+    steps = check_int(steps, "steps", 1)
+    if steps >= LINEAR_MIN_STEPS:
+        return BetaSchedule.linear(steps).grid(t_min=t_min)
+    return linear_schedule(steps).grid(t_min, end_at_t_min=True)
+
+
+def _schedule_name(steps: int) -> str:
+    return f"linear({steps})" if steps >= LINEAR_MIN_STEPS else f"linear({RESPACE_FROM}).respaced({steps}, 'trailing')"
+
+
+def noise_floor(toy: toys.Toy, truth: torch.Tensor, t: float, generator: torch.Generator,
+                draws: int = FLOOR_DRAWS) -> dict:
+    """The noise floor of :func:`judge`'s distances: each distance between ``draws`` independent
+    sets of exact samples of p_t (as many as ``truth`` holds, drawn in turn from ``generator``) and
+    ``truth``, as its mean (the metric's key) and standard error (``<key>_se``,
+    :func:`diffsde.studies.estimators.mean_and_se`, as the studies' floors), plus ``draws``.
+    A sampler's row against the same ``truth`` has this floor as its expected value when the
+    sampler is exact.
+    """
+    draws = check_int(draws, "draws", 2)
+    law = toy.exact_score if toy.has_exact_score else None
+    values = [judge(reference_samples(toy, truth.shape[0], t, generator), truth, law, t) for _ in range(draws)]
+    row: dict = {}
+    for key in values[0]:
+        mean, se = mean_and_se([value[key] for value in values])
+        row[key], row[f"{key}_se"] = mean, se
+    row["draws"] = draws
+    return row
+
+
+def demo_table(rows: list[dict]) -> str:
+    """The report's Markdown table of ``rows`` (:data:`DEMO_COLUMNS`); a row carrying standard
+    errors (``<column>_se``, the noise floor) shows those columns as ``mean ± se``."""
+    shown = []
+    for row in rows:
+        cells = dict(row)
+        for column in DEMO_COLUMNS:
+            if f"{column}_se" in row:
+                cells[column] = f"{format_value(row[column])} ± {row[f'{column}_se']:#.2g}"
+        shown.append(cells)
+    return format_table(shown, DEMO_COLUMNS)
 
 
 # --------------------------------------------------------------------------------------
@@ -395,6 +485,17 @@ def judge(x: torch.Tensor, truth: torch.Tensor, law: GaussianMixtureScore | None
         row["mean_err"] = _metrics.mean_error(x, mean)
         row["cov_err"] = _metrics.cov_error(x, cov)
     return row
+
+
+def error_se_series(result: StudyResult) -> dict[str, list]:
+    """method -> the rows' standard errors ``error_se``, in row order (the ``se`` of
+    :func:`diffsde.plots.error_vs_nfe` and :func:`diffsde.plots.convergence`); a method with a
+    non-finite one (a Monte Carlo error of a single repeat has none) is left out: no error bars."""
+    series: dict[str, list] = {}
+    for row in result.rows:
+        series.setdefault(row["method"], []).append(row["error_se"])
+    return {method: values for method, values in series.items()
+            if all(se is not None and math.isfinite(se) for se in values)}
 
 
 def nfe_series(result: StudyResult) -> dict[str, tuple[list, list]]:

@@ -27,6 +27,7 @@ from typing import Any, Sequence, Union
 import torch
 from torch import Tensor
 
+from ._checks import check_spd, real_float64
 from .samplers import ProbeNoise, check_grid, integrate, resolve_grid, resolve_method
 from .samplers.registry import MethodLike
 from .schedules import BetaSchedule, TimeGrid
@@ -54,15 +55,18 @@ def exact_output_law(method: MethodLike, score: GaussianScore, schedule: BetaSch
         exact_times: as for :func:`diffsde.sample`.
         prior: the law of x_T, with :func:`diffsde.sample`'s vocabulary and default: "normal"
             (N(0, I), as the samplers start by default), "exact" (the exact p_T, so only
-            discretization error remains), or a (mean (d,), cov (d, d)) pair.
+            discretization error remains), or a (mean (d,), cov (d, d)) pair of real arrays, the
+            covariance symmetric positive-definite.
         start: the older name of ``prior`` ("exact", "prior" meaning "normal", or a pair);
             give one of the two.
         **options: the method's options, as for :func:`diffsde.sample`.
 
     Raises:
-        TypeError: the score is not a GaussianScore.
+        TypeError: the score is not a GaussianScore; a prior that is not a pair of real arrays.
         ValueError: the method is not affine (adaptive steps; pc with Song's batch-statistics
-            step size), or a bad prior.
+            step size); a grid the method cannot use (:func:`diffsde.samplers.check_grid`, e.g.
+            ᾱ underflowing float64 for "ddpm"); a bad prior (wrong shapes, a non-finite mean, a
+            covariance that is not symmetric positive-definite, a complex one).
     """
     if start is not None:
         if prior is not None:
@@ -123,12 +127,17 @@ def _prior_law(score: GaussianScore, prior: PriorLike, T: float) -> tuple[Tensor
         if prior == "normal":
             return torch.zeros(d, dtype=torch.float64), torch.eye(d, dtype=torch.float64)
         raise ValueError(f"prior must be 'normal', 'exact' or a (mean, cov) pair, got {prior!r}")
-    try:
-        mean, cov = (torch.as_tensor(v, dtype=torch.float64) for v in prior)
-    except (TypeError, ValueError, RuntimeError) as err:
+    if not isinstance(prior, (tuple, list)) or len(prior) != 2:
         raise TypeError(f"prior must be 'normal', 'exact' or a (mean, cov) pair of real arrays, got "
-                        f"{type(prior).__name__}") from err
+                        f"{type(prior).__name__}")
+    # Real values only (a complex covariance would lose its imaginary part silently), read in float64.
+    expected = "a real array (the prior is a (mean, cov) pair of real arrays)"
+    mean = real_float64(prior[0], "the prior's mean", expected)
+    cov = real_float64(prior[1], "the prior's cov", expected)
     if mean.shape != (d,) or cov.shape != (d, d):
         raise ValueError(f"prior must be a (mean (d,), cov (d, d)) pair with d = {d}, "
                          f"got shapes {tuple(mean.shape)} and {tuple(cov.shape)}")
+    if not bool(torch.isfinite(mean).all()):
+        raise ValueError("the prior's mean must be finite, got a NaN or infinite entry")
+    check_spd(cov, "the prior's cov")
     return mean, cov

@@ -12,10 +12,9 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ._checks import TimeLike, check_data, check_int, check_real, check_time
-from .parametrizations import noise_variance
+from ._checks import TimeLike, check_data, check_int, check_real, check_time, one_minus_exp_neg
 
-__all__ = ["TimeEmbedding", "EpsilonMLP", "log_snr"]
+__all__ = ["TimeEmbedding", "EpsilonMLP", "log_snr", "time_bounds"]
 
 
 def log_snr(t: Tensor) -> Tensor:
@@ -27,7 +26,19 @@ def log_snr(t: Tensor) -> Tensor:
     Computed with ``expm1`` so it is accurate at both ends: ``λ ≈ -log t`` as t -> 0 and
     ``λ ≈ -t`` for large t (no overflow: ``e^{-t}`` only ever underflows to 0).
     """
-    return -t - torch.log(noise_variance(t))
+    return -t - torch.log(one_minus_exp_neg(t))
+
+
+def time_bounds(dtype: torch.dtype) -> tuple[float, float]:
+    """``[finfo.tiny, 1 / finfo.eps]`` of ``dtype`` (about [1.2e-38, 8.4e6] in float32, [2.2e-308, 4.5e15]
+    in float64): the OU times :class:`TimeEmbedding` resolves; it reads a time outside as the nearer end.
+
+    Below, t is subnormal or rounds to 0 in ``dtype`` (where λ = +∞); above, λ ≈ -t
+    is a float whose sines carry no information (its spacing exceeds 2π) and whose product
+    with the frequencies overflows in the low precisions.
+    """
+    info = torch.finfo(dtype)
+    return float(info.tiny), 1.0 / float(info.eps)
 
 
 class TimeEmbedding(nn.Module):
@@ -49,8 +60,9 @@ class TimeEmbedding(nn.Module):
     aliased onto each other. Frequencies meant for t in [0, 1000] or [0, 1] (the usual
     ``10000^{-k/K}`` on a step index) would instead be nearly constant over t in [0, 10].
 
-    Input t: (batch,) tensor of OU times, t > 0 (λ(0) = +∞). Output: (batch, embed_dim),
-    in t's dtype.
+    Input t: (batch,) tensor of OU times, t >= 0; a time outside :func:`time_bounds` of its
+    dtype is read as the nearer bound (λ(0) = +∞), so the output is finite for every t >= 0
+    and unchanged inside the bounds. Output: (batch, embed_dim), in t's dtype.
     """
 
     def __init__(self, embed_dim: int = 32, min_period: float = 0.5, max_period: float = 64.0):
@@ -72,7 +84,8 @@ class TimeEmbedding(nn.Module):
                              persistent=False)
 
     def forward(self, t: Tensor) -> Tensor:
-        angles = log_snr(t).unsqueeze(-1) * self.frequencies.to(t.dtype)
+        low, high = time_bounds(t.dtype)
+        angles = log_snr(t.clamp(low, high)).unsqueeze(-1) * self.frequencies.to(t.dtype)
         return torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)
 
     def extra_repr(self) -> str:
@@ -94,9 +107,10 @@ class EpsilonMLP(nn.Module):
         embed_dim: size of the time embedding (even).
 
     Call: ``model(x, t)`` with x of shape (batch, dim) and t a Python float, a 0-d tensor or
-    a (batch,) tensor of OU times t > 0; returns (batch, dim) in x's dtype (which must be the
-    parameters' dtype). Raises ValueError for a wrong x shape (naming the expected dimension),
-    a wrong t shape, or t <= 0 / NaN; TypeError for a dtype that is not the parameters'.
+    a (batch,) tensor of finite OU times t > 0 (read inside :func:`time_bounds`); returns
+    (batch, dim) in x's dtype (which must be the parameters' dtype). Raises ValueError for a
+    wrong x shape (naming the expected dimension), a wrong t shape, or t <= 0, infinite or NaN;
+    TypeError for a dtype that is not the parameters'.
     The time check reads a tensor t on the host; it is skipped inside ``torch.compile``, and a
     Python float t (what :class:`diffsde.EpsilonScore` passes, ``accepts_float_time``) needs no
     device synchronisation at all.
@@ -144,8 +158,9 @@ class EpsilonMLP(nn.Module):
                             f"convert one of them (e.g. model.to({dtype}) or x.to({dtype}))")
         if not torch.compiler.is_compiling():
             check_time(t, "t", strict_low=True)
-        if not isinstance(t, Tensor):
-            return torch.full(x.shape[:1], float(t), device=x.device, dtype=x.dtype)
+        if not isinstance(t, Tensor):  # clamped here so that a large t fits x's dtype
+            t = min(float(t), time_bounds(x.dtype)[1])
+            return torch.full(x.shape[:1], t, device=x.device, dtype=x.dtype)
         t = t.to(device=x.device, dtype=x.dtype)
         if t.dim() == 0:
             return t.expand(x.shape[0])

@@ -28,7 +28,8 @@ def fit_order(ns: Sequence[float], errors: Sequence[float]) -> float:
         errors: positive errors, one per n.
 
     Raises:
-        ValueError: fewer than two pairs, unequal lengths, or a non-positive n or error.
+        ValueError: fewer than two pairs, unequal lengths, a non-positive n or error, or fewer
+            than two distinct n (no slope to fit).
     """
     ns = np.asarray(ns, dtype=float)
     errors = np.asarray(errors, dtype=float)
@@ -36,6 +37,7 @@ def fit_order(ns: Sequence[float], errors: Sequence[float]) -> float:
         raise ValueError(f"need at least two (n, error) pairs of equal length, got {ns.size} and {errors.size}")
     if not (np.all(ns > 0) and np.all(errors > 0)):
         raise ValueError("fit_order needs positive step counts and positive errors")
+    _check_distinct(ns)
     slope = np.polyfit(np.log(ns), np.log(errors), 1)[0]
     return float(-slope)
 
@@ -54,8 +56,8 @@ def order_fit(ns: Sequence[float], errors: Sequence[float], confidence: float = 
         dict with ``order``, ``order_se``, ``order_ci_low``, ``order_ci_high``, ``fit_points``.
 
     Raises:
-        ValueError: fewer than two pairs, unequal lengths, non-positive n or error, or
-            ``confidence`` outside (0, 1).
+        ValueError: fewer than two pairs, unequal lengths, non-positive n or error, fewer than
+            two distinct n, or ``confidence`` outside (0, 1).
     """
     ns_array = np.asarray(ns, dtype=float)
     errors_array = np.asarray(errors, dtype=float)
@@ -66,6 +68,7 @@ def order_fit(ns: Sequence[float], errors: Sequence[float], confidence: float = 
                          f"got {ns_array.size} and {errors_array.size}")
     if not (np.all(ns_array > 0) and np.all(errors_array > 0) and np.all(np.isfinite(errors_array))):
         raise ValueError("order_fit needs positive step counts and positive finite errors")
+    _check_distinct(ns_array)
     fit = scipy.stats.linregress(np.log(ns_array), np.log(errors_array))
     m = int(ns_array.size)
     if m > 2:
@@ -76,3 +79,9 @@ def order_fit(ns: Sequence[float], errors: Sequence[float], confidence: float = 
     order = -float(fit.slope)
     return {"order": order, "order_se": se, "order_ci_low": order - half_width,
             "order_ci_high": order + half_width, "fit_points": m}
+
+
+def _check_distinct(ns: np.ndarray) -> None:
+    """Refuse step counts that are all the same: log n has no spread, so there is no slope."""
+    if np.unique(ns).size < 2:
+        raise ValueError(f"an order needs at least two different step counts, got only n = {ns[0]:g}")

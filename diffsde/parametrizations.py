@@ -24,7 +24,8 @@ from typing import Union
 import torch
 from torch import Tensor
 
-from ._checks import TimeLike, broadcast_time, check_data, check_time, exp_neg, one_minus_exp_neg, sqrt
+from ._checks import (TimeLike, broadcast_time, check_data, check_output, check_positive, check_time, exp_neg,
+                      one_minus_exp_neg, sqrt)
 from .protocols import Predictor, Score, accepts_float_time, declared_dim
 
 __all__ = [
@@ -56,25 +57,53 @@ def _time(t: TimeLike) -> Scale:
 
 def signal_scale(t: TimeLike) -> Scale:
     """``α(t) = e^{-t/2} = sqrt(ᾱ(t))``, the scale of x0 in x_t (seed 000). A float for a number,
-    a tensor for a tensor (as are the other coefficients)."""
-    return exp_neg(0.5 * _time(t))
+    a tensor for a tensor (as are the other coefficients).
+
+    Raises ValueError unless every t is a finite OU time >= 0 (as do the other coefficients;
+    a tensor is read on the host).
+    """
+    check_time(t, "t")
+    return _signal_scale(_time(t))
 
 
 def noise_variance(t: TimeLike) -> Scale:
     """``σ²(t) = 1 - ᾱ(t) = 1 - e^{-t}``, computed as ``-expm1(-t)`` so it is accurate for small t."""
-    return one_minus_exp_neg(_time(t))
+    check_time(t, "t")
+    return _noise_variance(_time(t))
 
 
 def noise_std(t: TimeLike) -> Scale:
     """``sqrt(1 - e^{-t})``, the standard deviation of the noise in x_t given x0
     (seed 000: ``x_t = e^{-t/2} x0 + sqrt(1 - e^{-t}) ε``; DESIGN.md "One time variable")."""
-    return sqrt(noise_variance(t))
+    check_time(t, "t")
+    return _noise_std(_time(t))
+
+
+# Unchecked forms, for times already checked (the adapters below check t once, at the door).
+def _signal_scale(t: Scale) -> Scale:
+    return exp_neg(0.5 * t)
+
+
+def _noise_variance(t: Scale) -> Scale:
+    return one_minus_exp_neg(t)
+
+
+def _noise_std(t: Scale) -> Scale:
+    return sqrt(one_minus_exp_neg(t))
 
 
 # -- conversions at one time -------------------------------------------------------------------
 
 def score_from_epsilon(eps: Tensor, sigma: Scale) -> Tensor:
-    """``s = -ε / σ`` with ``σ = sqrt(1 - ᾱ)`` (seed 000, eq. "1.6 DDPM result score eps")."""
+    """``s = -ε / σ`` with ``σ = sqrt(1 - ᾱ)`` (seed 000, eq. "1.6 DDPM result score eps").
+
+    Raises ValueError unless σ (a number or a tensor, read on the host) is in (0, inf).
+    """
+    check_positive(sigma, "sigma")
+    return _score_from_epsilon(eps, sigma)
+
+
+def _score_from_epsilon(eps: Tensor, sigma: Scale) -> Tensor:
     return -eps / sigma
 
 
@@ -96,7 +125,7 @@ def score_from_data(x0: Tensor, x: Tensor, t: TimeLike) -> Tensor:
 def data_from_score(score_value: Tensor, x: Tensor, t: TimeLike) -> Tensor:
     """``x0 = (x + σ² s) / α = E[x0 | x_t = x]``, the inverse of :func:`score_from_data`."""
     t = broadcast_time(t, x)
-    return (x + noise_variance(t) * score_value) / signal_scale(t)
+    return (x + _noise_variance(t) * score_value) / _signal_scale(t)
 
 
 def score_from_velocity(v: Tensor, x: Tensor, t: TimeLike) -> Tensor:
@@ -109,18 +138,18 @@ def velocity_from_score(score_value: Tensor, x: Tensor, t: TimeLike) -> Tensor:
     """``v = α ε - σ x0 = -(σ / α) (x + s)``, the inverse of :func:`score_from_velocity`
     (with ε = -σ s, x0 = (x + σ² s) / α and α² + σ² = 1)."""
     t = broadcast_time(t, x)
-    return -(noise_std(t) / signal_scale(t)) * (x + score_value)
+    return -(_noise_std(t) / _signal_scale(t)) * (x + score_value)
 
 
 def _score_from_data(x0: Tensor, x: Tensor, t: Scale) -> Tensor:
     """:func:`score_from_data` at a time already broadcast against x."""
-    return (signal_scale(t) * x0 - x) / noise_variance(t)
+    return (_signal_scale(t) * x0 - x) / _noise_variance(t)
 
 
 def _score_from_velocity(v: Tensor, x: Tensor, t: Scale) -> Tensor:
     """:func:`score_from_velocity` at a time already broadcast against x."""
-    sigma = noise_std(t)
-    return score_from_epsilon(sigma * x + signal_scale(t) * v, sigma)
+    sigma = _noise_std(t)
+    return _score_from_epsilon(sigma * x + _signal_scale(t) * v, sigma)
 
 
 # -- a network's score -------------------------------------------------------------------------
@@ -130,7 +159,8 @@ class _NetworkScore:
 
     Checks x and t once (t > 0: the conversions divide by σ(t), and σ(0) = 0), hands the model
     its times (a Python float when it declares ``accepts_float_time``, else a (N,) tensor of
-    x's dtype and device) and converts the output at ``broadcast_time(t, x)``.
+    x's dtype and device), checks that it returned x's shape (a ValueError naming both shapes,
+    never a silent broadcast) and converts the output at ``broadcast_time(t, x)``.
     """
 
     singular_at_zero = True
@@ -139,6 +169,7 @@ class _NetworkScore:
         if not callable(model):
             raise TypeError(f"{name} must be callable as {name}(x, t), got {type(model).__name__}")
         self.model = model
+        self._name = name
 
     @property
     def dim(self) -> int | None:
@@ -156,7 +187,8 @@ class _NetworkScore:
             t_model = t.to(device=x.device, dtype=x.dtype) if isinstance(t, Tensor) else None
             if t_model is None or t_model.dim() == 0:
                 t_model = torch.full(x.shape[:1], float(t), device=x.device, dtype=x.dtype)
-        return self._to_score(self.model(x, t_model), x, broadcast_time(t, x))
+        prediction = check_output(self.model(x, t_model), x, self._name)
+        return self._to_score(prediction, x, broadcast_time(t, x))
 
     def score(self, x: Tensor, t: TimeLike) -> Tensor:
         """The same as calling the object."""
@@ -192,7 +224,7 @@ class EpsilonScore(_NetworkScore):
         return self.model
 
     def _to_score(self, prediction: Tensor, x: Tensor, t: Scale) -> Tensor:
-        return score_from_epsilon(prediction, noise_std(t))
+        return _score_from_epsilon(prediction, _noise_std(t))
 
 
 class DataScore(_NetworkScore):
@@ -253,7 +285,7 @@ class EpsilonFromScore(_ScorePrediction):
     (seed 000, eq. "score and eps"); e.g. the exact ε of Gaussian data for the VLB."""
 
     def __call__(self, x: Tensor, t: TimeLike) -> Tensor:
-        return epsilon_from_score(self.score(x, t), noise_std(broadcast_time(t, x)))
+        return epsilon_from_score(check_output(self.score(x, t), x, "score"), _noise_std(broadcast_time(t, x)))
 
 
 class DataFromScore(_ScorePrediction):
@@ -261,7 +293,7 @@ class DataFromScore(_ScorePrediction):
     (Tweedie's formula; :func:`data_from_score`), the posterior mean E[x0 | x_t = x] for an exact score."""
 
     def __call__(self, x: Tensor, t: TimeLike) -> Tensor:
-        return data_from_score(self.score(x, t), x, t)
+        return data_from_score(check_output(self.score(x, t), x, "score"), x, t)
 
 
 class VelocityFromScore(_ScorePrediction):
@@ -269,4 +301,4 @@ class VelocityFromScore(_ScorePrediction):
     (:func:`velocity_from_score`; Salimans & Ho 2022's v = α ε - σ x0)."""
 
     def __call__(self, x: Tensor, t: TimeLike) -> Tensor:
-        return velocity_from_score(self.score(x, t), x, t)
+        return velocity_from_score(check_output(self.score(x, t), x, "score"), x, t)

@@ -6,15 +6,17 @@ given, also saves it as a PNG atomically: to a temporary file in the same folder
 renamed over ``path`` with ``os.replace``, so a crash never leaves a half-written image.
 
 Data arguments are torch tensors or numpy arrays (read on the CPU as float64); samples
-are (n, d) with d = 1 or 2 (an (n,) input is n points in 1-D). Times are forward OU times t
-(DESIGN.md "One time variable").
+are (n, d) with d = 1 or 2 (an (n,) input is n points in 1-D). Times are forward OU times t.
+Log axes get readable ticks (1-2-5 steps or a sweep's own step counts, never overlapping); reference
+data are drawn in grey, over what they are compared with; densities share one colour scale, shown by a
+colour bar; a legend never shows an order that could not be fitted.
 
 * :func:`samples_vs_truth` — samples of one or several samplers over exact samples.
 * :func:`sample_paths` — trajectories of the reverse process.
 * :func:`marginal_densities` — the exact densities p_t at several t (1-D curves, 2-D maps).
-* :func:`alpha_bar_vs_exp` — ᾱ_i against e^{-t_i} and their gap (seed 000, "alpha bar limit").
-* :func:`convergence` — log–log error against step count with fitted slopes.
-* :func:`error_vs_nfe` — error against the number of score evaluations.
+* :func:`alpha_bar_vs_exp` — ᾱ_i against e^{-t_i} on the step-sum times, and their gap.
+* :func:`convergence` — log–log error against step count with fitted slopes (and error bars).
+* :func:`error_vs_nfe` — error against the number of score evaluations (and error bars).
 * :func:`training_loss` — per-step loss of :func:`diffsde.train` with a running mean.
 """
 
@@ -29,7 +31,11 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from ._checks import check_bool
 from ._io import write_atomic
+from ._plot_inputs import as_array, as_named, as_points, as_series
+from ._plot_style import (TRUTH_COLOR, check_errors, error_series, floor_line, grid_shape, outer_labels,
+                          side_colorbar, tidy_log_axes)
 from .orders import fit_order
 from .schedules import BetaSchedule
 
@@ -39,7 +45,6 @@ __all__ = ["samples_vs_truth", "sample_paths", "marginal_densities", "alpha_bar_
 ArrayLike = Union[torch.Tensor, np.ndarray, Sequence[float]]
 PathLike = Union[str, os.PathLike]
 
-_TRUTH_COLOR = "0.65"
 _DPI = 100
 
 
@@ -59,68 +64,10 @@ def save_figure(figure: Figure, path: PathLike, dpi: int = _DPI) -> Path:
     return path
 
 
-
-
 def _finish(figure: Figure, path: PathLike | None) -> Figure:
     if path is not None:
         save_figure(figure, path)
     return figure
-
-
-def _array(values, name: str) -> np.ndarray:
-    """A float64 numpy copy of a tensor / array / sequence, checked finite."""
-    if isinstance(values, torch.Tensor):
-        values = values.detach().to("cpu", torch.float64).numpy()
-    try:
-        array = np.asarray(values, dtype=float)
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"{name} must be numeric (a tensor, array or sequence), got {type(values).__name__}") from err
-    if array.size == 0:
-        raise ValueError(f"{name} is empty")
-    if not np.all(np.isfinite(array)):
-        raise ValueError(f"{name} has NaN or infinite entries")
-    return array
-
-
-def _points(values, name: str) -> np.ndarray:
-    """(n, d) points with d in {1, 2}; an (n,) input is n points in 1-D."""
-    array = _array(values, name)
-    if array.ndim == 1:
-        array = array[:, None]
-    if array.ndim != 2 or array.shape[1] not in (1, 2):
-        raise ValueError(f"{name} must have shape (n,), (n, 1) or (n, 2), got {array.shape}")
-    return array
-
-
-def _named(samples, name: str) -> dict[str, np.ndarray]:
-    """A mapping name -> points, from one array or a mapping of them."""
-    if isinstance(samples, Mapping):
-        if not samples:
-            raise ValueError(f"{name} is an empty mapping")
-        return {str(key): _points(value, f"{name}[{key!r}]") for key, value in samples.items()}
-    return {"samples": _points(samples, name)}
-
-
-def _series(series: Mapping[str, tuple], name: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """name -> (x, y), positive, equal lengths (for log–log axes)."""
-    if not isinstance(series, Mapping) or not series:
-        raise ValueError(f"{name} must be a non-empty mapping label -> (x values, y values)")
-    out = {}
-    for label, pair in series.items():
-        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
-            raise ValueError(f"{name}[{label!r}] must be a pair (x values, y values)")
-        x, y = (_array(v, f"{name}[{label!r}]").reshape(-1) for v in pair)
-        if x.shape != y.shape:
-            raise ValueError(f"{name}[{label!r}] has {x.size} x values but {y.size} y values")
-        if np.any(x <= 0) or np.any(y <= 0):
-            raise ValueError(f"{name}[{label!r}] needs positive values for log–log axes")
-        out[str(label)] = (x, y)
-    return out
-
-
-def _grid_shape(count: int, max_columns: int = 4) -> tuple[int, int]:
-    columns = min(count, max_columns)
-    return math.ceil(count / columns), columns
 
 
 # -- samples ------------------------------------------------------------------------------
@@ -128,10 +75,12 @@ def _grid_shape(count: int, max_columns: int = 4) -> tuple[int, int]:
 def samples_vs_truth(samples: Union[ArrayLike, Mapping[str, ArrayLike]], truth: ArrayLike | None,
                      path: PathLike | None = None, *, title: str | None = None, max_points: int = 2000,
                      bins: int = 60) -> Figure:
-    """One panel per sample set, each drawn over the exact ``truth`` samples (grey).
+    """One panel per sample set, each compared with the exact ``truth`` samples (grey).
 
-    In 2-D a scatter plot (at most ``max_points`` points of each set, the first ones); in 1-D
-    density histograms on shared bins. All panels share their axes limits.
+    In 2-D a scatter plot (at most ``max_points`` points of each set, the first ones): the samples
+    as translucent blue dots, the truth as grey rings drawn over them, so both stay visible where
+    they overlap. In 1-D density histograms on shared bins: the truth filled grey, the samples a
+    blue outline. All panels share their axes limits; a legend under them names the two.
 
     Args:
         samples: (n, d) samples, or a mapping label -> (n, d) samples (e.g. one per method).
@@ -141,16 +90,16 @@ def samples_vs_truth(samples: Union[ArrayLike, Mapping[str, ArrayLike]], truth: 
         max_points: points drawn per set in 2-D (>= 1).
         bins: histogram bins in 1-D (>= 1).
     """
-    sets = _named(samples, "samples")
+    sets = as_named(samples, "samples")
     dims = {points.shape[1] for points in sets.values()}
     if len(dims) > 1:
         raise ValueError(f"every sample set must have the same dimension, got {sorted(dims)}")
-    truth = _points(truth, "truth") if truth is not None else np.empty((0, dims.pop()))
+    truth = as_points(truth, "truth") if truth is not None else np.empty((0, dims.pop()))
     if {points.shape[1] for points in sets.values()} != {truth.shape[1]}:
         raise ValueError(f"samples and truth must have the same dimension, got {sorted(dims)} and {truth.shape[1]}")
     if max_points < 1 or bins < 1:
         raise ValueError(f"max_points and bins must be >= 1, got {max_points} and {bins}")
-    rows, columns = _grid_shape(len(sets))
+    rows, columns = grid_shape(len(sets))
     figure = Figure(figsize=(2.8 * columns, 2.8 * rows), layout="constrained")
     axes = figure.subplots(rows, columns, squeeze=False, sharex=True, sharey=truth.shape[1] == 2)
     everything = np.concatenate([truth, *sets.values()])
@@ -159,21 +108,26 @@ def samples_vs_truth(samples: Union[ArrayLike, Mapping[str, ArrayLike]], truth: 
     edges = np.linspace(low[0] - margin[0], high[0] + margin[0], bins + 1)
     for ax, (label, points) in zip(axes.flat, sets.items()):
         if truth.shape[1] == 2:
+            # The truth is added first (the first collection) but drawn on top (zorder 3).
             if truth.shape[0]:
-                ax.scatter(truth[:max_points, 0], truth[:max_points, 1], s=2, color=_TRUTH_COLOR, label="truth",
+                ax.scatter(truth[:max_points, 0], truth[:max_points, 1], s=7, facecolors="none",
+                           edgecolors=TRUTH_COLOR, linewidths=0.4, alpha=0.55, zorder=3, label="exact samples",
                            rasterized=True)
-            ax.scatter(points[:max_points, 0], points[:max_points, 1], s=2, color="C0", label=label,
-                       rasterized=True)
+            ax.scatter(points[:max_points, 0], points[:max_points, 1], s=4, color="C0", alpha=0.75, linewidths=0,
+                       zorder=2, label="samples", rasterized=True)
             ax.set_ylim(low[1] - margin[1], high[1] + margin[1])
             ax.set_aspect("equal", adjustable="box")
         else:
             if truth.shape[0]:
-                ax.hist(truth[:, 0], bins=edges, density=True, color=_TRUTH_COLOR, label="truth")
-            ax.hist(points[:, 0], bins=edges, density=True, histtype="step", color="C0", label=label)
+                ax.hist(truth[:, 0], bins=edges, density=True, color=TRUTH_COLOR, alpha=0.4, label="exact samples")
+            ax.hist(points[:, 0], bins=edges, density=True, histtype="step", color="C0", lw=1.2, label="samples")
         ax.set_xlim(edges[0], edges[-1])
         ax.set_title(label, fontsize=9)
-    for ax in list(axes.flat)[len(sets):]:
-        ax.set_visible(False)
+    two_d = truth.shape[1] == 2
+    outer_labels(axes, len(sets), "$x_1$" if two_d else "x", "$x_2$" if two_d else "density")
+    if truth.shape[0]:
+        handles, labels = axes.flat[0].get_legend_handles_labels()
+        figure.legend(handles, labels, loc="outside lower center", ncols=2, fontsize=8, markerscale=2.5, frameon=False)
     if title:
         figure.suptitle(title)
     return _finish(figure, path)
@@ -193,8 +147,8 @@ def sample_paths(trajectories: ArrayLike, times: ArrayLike, path: PathLike | Non
         times: (n+1,) the forward times of those states, descending.
         n_paths: how many of the N paths to draw (the first ones, >= 1).
     """
-    states = _array(trajectories, "trajectories")
-    times = _array(times, "times").reshape(-1)
+    states = as_array(trajectories, "trajectories")
+    times = as_array(times, "times").reshape(-1)
     if states.ndim == 2:
         states = states[:, :, None]
     if states.ndim != 3 or states.shape[2] not in (1, 2):
@@ -211,7 +165,7 @@ def sample_paths(trajectories: ArrayLike, times: ArrayLike, path: PathLike | Non
         plane = axes[0]
         for k in range(states.shape[1]):
             plane.plot(states[:, k, 0], states[:, k, 1], lw=0.6, alpha=0.7, color=f"C{k % 10}")
-        plane.scatter(states[0, :, 0], states[0, :, 1], s=8, color=_TRUTH_COLOR, zorder=3, label="$x_T$")
+        plane.scatter(states[0, :, 0], states[0, :, 1], s=8, color="0.65", zorder=3, label="$x_T$")
         plane.scatter(states[-1, :, 0], states[-1, :, 1], s=8, color="black", zorder=3, label="x at t_min")
         plane.set_aspect("equal", adjustable="datalim")
         plane.set_title("paths in the plane", fontsize=9)
@@ -236,11 +190,12 @@ def sample_paths(trajectories: ArrayLike, times: ArrayLike, path: PathLike | Non
 
 def marginal_densities(density: Union[Callable, object], times: Sequence[float], path: PathLike | None = None, *,
                        limits: tuple[float, float] = (-6.0, 6.0), resolution: int = 200, dim: int | None = None,
-                       title: str | None = None) -> Figure:
+                       shared_scale: bool = True, title: str | None = None) -> Figure:
     """The densities p_t at several forward times t, from an exact ``log_prob(x, t)``.
 
     1-D: every p_t as a curve on one axes. 2-D: one panel per t with p_t as an image on
-    ``limits``². The densities are evaluated in float64 on a ``resolution``-point grid per axis.
+    ``limits``², with axes x₁, x₂ and a colour bar. The densities are evaluated in float64 on a
+    ``resolution``-point grid per axis.
 
     Args:
         density: an object with ``log_prob(x, t)`` (a :class:`~diffsde.GaussianMixtureScore`
@@ -249,7 +204,11 @@ def marginal_densities(density: Union[Callable, object], times: Sequence[float],
         limits: (low, high) of every axis.
         resolution: grid points per axis (>= 2).
         dim: the data dimension (1 or 2); default ``density.dim``.
+        shared_scale: 2-D only. True: one colour scale [0, max over all panels] for every panel and
+            one colour bar, so brightness compares across t. False: each panel on its own scale
+            [0, its max], with its own colour bar and "(own scale)" in its title.
     """
+    check_bool(shared_scale, "shared_scale")
     log_prob = getattr(density, "log_prob", density)
     if not callable(log_prob):
         raise TypeError(f"density must have a log_prob(x, t) method or be callable, got {type(density).__name__}")
@@ -275,19 +234,22 @@ def marginal_densities(density: Union[Callable, object], times: Sequence[float],
         ax.set_ylabel("p_t(x)")
         ax.legend(fontsize=8)
     else:
-        rows, columns = _grid_shape(len(times), max_columns=5)
-        figure = Figure(figsize=(2.8 * columns, 2.8 * rows), layout="constrained")
-        axes = figure.subplots(rows, columns, squeeze=False)
+        rows, columns = grid_shape(len(times), max_columns=5)
+        figure = Figure(figsize=(2.6 * columns + 0.8, 2.6 * rows + 0.3), layout="constrained")
+        axes = figure.subplots(rows, columns, squeeze=False, sharex=True, sharey=True)
         grid_x, grid_y = torch.meshgrid(axis, axis, indexing="xy")
         points = torch.stack([grid_x.reshape(-1), grid_y.reshape(-1)], dim=1)
-        for ax, t in zip(axes.flat, times):
-            values = torch.exp(log_prob(points, t)).reshape(resolution, resolution).numpy()
-            ax.imshow(values, origin="lower", extent=(low, high, low, high), cmap="viridis")
-            ax.set_title(f"p_t, t = {t:g}", fontsize=9)
-            ax.set_xticks([])
-            ax.set_yticks([])
-        for ax in list(axes.flat)[len(times):]:
-            ax.set_visible(False)
+        maps = [torch.exp(log_prob(points, t)).reshape(resolution, resolution).numpy() for t in times]
+        top = max(float(values.max()) for values in maps)
+        for ax, t, values in zip(axes.flat, times, maps):
+            image = ax.imshow(values, origin="lower", extent=(low, high, low, high), cmap="viridis", vmin=0.0,
+                              vmax=(top if shared_scale else float(values.max())) or 1.0)
+            ax.set_title(f"p_t, t = {t:g}" + ("" if shared_scale else " (own scale)"), fontsize=9)
+            if not shared_scale:
+                side_colorbar(ax, image, "")
+        if shared_scale:
+            side_colorbar(axes[0, min(len(times), columns) - 1], image, "density $p_t(x)$ (all panels)")
+        outer_labels(axes, len(times), "$x_1$", "$x_2$")
     if title:
         figure.suptitle(title)
     return _finish(figure, path)
@@ -295,7 +257,8 @@ def marginal_densities(density: Union[Callable, object], times: Sequence[float],
 
 def alpha_bar_vs_exp(schedules: Union[BetaSchedule, Mapping[str, BetaSchedule]], path: PathLike | None = None, *,
                      title: str | None = None) -> Figure:
-    """ᾱ_i against e^{-t_i} on seed 000's times ``t_i = Σ_{j<i} β_j`` (seed 000, "alpha bar limit").
+    """ᾱ_i against e^{-t_i} on the step-sum times ``t_i = Σ_{j<i} β_j`` (one VP step is an Euler step of
+    size β_j, Song et al. 2021, appendix B; ᾱ_i is Ho et al. 2020's, eq. 4).
 
     Left: ᾱ_i (markers) and e^{-t} (line) against t. Right: the gap ``|ᾱ_i - e^{-t_i}|``
     against t on a log axis, which shrinks like 1/n as the schedule is refined.
@@ -330,6 +293,7 @@ def alpha_bar_vs_exp(schedules: Union[BetaSchedule, Mapping[str, BetaSchedule]],
     gap_ax.set_xlabel(r"$t_i = \sum_{j<i} \beta_j$")
     gap_ax.set_ylabel(r"$|\bar\alpha_i - e^{-t_i}|$")
     gap_ax.legend(fontsize=8)
+    tidy_log_axes(gap_ax)
     figure.suptitle(title or r"$\bar\alpha_i \to e^{-t_i}$ as the schedule is refined")
     return _finish(figure, path)
 
@@ -339,49 +303,53 @@ def alpha_bar_vs_exp(schedules: Union[BetaSchedule, Mapping[str, BetaSchedule]],
 def convergence(series: Mapping[str, tuple[ArrayLike, ArrayLike]], path: PathLike | None = None, *,
                 orders: Mapping[str, float] | None = None, floor: float | None = None,
                 xlabel: str = "steps n", ylabel: str = "error", title: str | None = None,
-                reference_orders: Sequence[float] = ()) -> Figure:
+                reference_orders: Sequence[float] = (), se: Mapping[str, ArrayLike] | None = None,
+                floor_se: float | None = None) -> Figure:
     """Log–log error against step count, one line per series, each with its fitted slope.
 
     For each label the order p of ``error ≈ C n^{-p}`` is fitted by
     :func:`diffsde.orders.fit_order` (least squares on the logs), or taken from
     ``orders[label]`` when given (e.g. a study's fit that left out points at its noise
     floor); the dashed line has slope -p and the least-squares intercept for that slope, and
-    the legend reads ``label (p = …)``. ``floor`` draws a horizontal dotted line (a Monte
-    Carlo estimator's noise floor); ``reference_orders`` adds thin grey guide lines of those
-    slopes through the first point of the first series.
+    the legend reads ``label (p = …)`` (just ``label`` when p is not finite: no fit, no line).
+    ``floor`` draws a horizontal dotted line (a Monte Carlo estimator's noise floor);
+    ``reference_orders`` adds thin grey guide lines of those slopes through the first point of
+    the first series.
 
     Args:
         series: label -> (ns, errors), both positive.
         orders: label -> order to draw instead of the fitted one (NaN: no line).
         floor: an error level to mark, or None.
+        se: label -> standard errors of that series' errors (one per point, >= 0): error bars.
+        floor_se: the standard error of ``floor``: a grey band ``floor ± floor_se``.
     """
-    data = _series(series, "series")
+    data = as_series(series, "series")
+    errors_se = check_errors(se, data, "se")
     orders = dict(orders or {})
     figure = Figure(figsize=(5.2, 4.0), layout="constrained")
     ax = figure.subplots()
     for k, (label, (ns, errors)) in enumerate(data.items()):
         order = float(orders[label]) if label in orders else (fit_order(ns, errors) if ns.size >= 2 else math.nan)
-        ax.loglog(ns, errors, "o-", color=f"C{k}", label=f"{label} (p = {order:.2f})")
+        legend = f"{label} (p = {order:.2f})" if math.isfinite(order) else label
+        error_series(ax, ns, errors, errors_se.get(label), "o-", color=f"C{k}", label=legend)
         if math.isfinite(order):
             intercept = np.mean(np.log(errors) + order * np.log(ns))
             ax.loglog(ns, np.exp(intercept) * ns ** (-order), "--", color=f"C{k}", lw=0.8)
     if reference_orders:
         ns, errors = next(iter(data.values()))
         for order in reference_orders:
-            ax.loglog(ns, errors[0] * (ns / ns[0]) ** (-float(order)), ":", color=_TRUTH_COLOR,
+            ax.loglog(ns, errors[0] * (ns / ns[0]) ** (-float(order)), ":", color=TRUTH_COLOR,
                       label=f"slope −{float(order):g}")
-    _floor_line(ax, floor)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.legend(fontsize=8)
-    if title:
-        ax.set_title(title)
+    floor_line(ax, floor, floor_se)
+    _finish_log_axes(ax, xlabel, ylabel, title, np.concatenate([ns for ns, _ in data.values()]))
     return _finish(figure, path)
 
 
 def error_vs_nfe(series: Mapping[str, tuple[ArrayLike, ArrayLike]], path: PathLike | None = None, *,
                  compare: Mapping[str, tuple[ArrayLike, ArrayLike]] | None = None, compare_label: str = "reference",
-                 floor: float | None = None, ylabel: str = "error", title: str | None = None) -> Figure:
+                 floor: float | None = None, ylabel: str = "error", title: str | None = None,
+                 se: Mapping[str, ArrayLike] | None = None, compare_se: Mapping[str, ArrayLike] | None = None,
+                 floor_se: float | None = None) -> Figure:
     """Error against the number of score evaluations (NFE), log–log, one line per series.
 
     Args:
@@ -390,37 +358,45 @@ def error_vs_nfe(series: Mapping[str, tuple[ArrayLike, ArrayLike]], path: PathLi
             exact score where ``series`` used a learned one), dashed in the matching colour and
             labelled ``"label (compare_label)"``.
         floor: an error level to mark with a dotted line (a Monte Carlo noise floor), or None.
+        se: label -> standard errors of the ``series`` errors, one per point in the order given:
+            error bars.
+        compare_se: the same for ``compare``.
+        floor_se: the standard error of ``floor``: a grey band ``floor ± floor_se``.
     """
-    data = _series(series, "series")
-    others = _series(compare, "compare") if compare is not None else {}
+    data = as_series(series, "series")
+    others = as_series(compare, "compare") if compare is not None else {}
     unknown = sorted(set(others) - set(data))
     if unknown:
         raise ValueError(f"compare has labels that series lacks: {unknown}")
+    data_se, others_se = check_errors(se, data, "se"), check_errors(compare_se, others, "compare_se")
     figure = Figure(figsize=(5.2, 4.0), layout="constrained")
     ax = figure.subplots()
     for k, (label, (nfe, errors)) in enumerate(data.items()):
-        order = np.argsort(nfe, kind="stable")
-        ax.loglog(nfe[order], errors[order], "o-", color=f"C{k}", label=label)
+        _sorted_series(ax, nfe, errors, data_se.get(label), "o-", color=f"C{k}", label=label)
         if label in others:
-            other_nfe, other_errors = others[label]
-            order = np.argsort(other_nfe, kind="stable")
-            ax.loglog(other_nfe[order], other_errors[order], "s--", ms=4, color=f"C{k}",
-                      label=f"{label} ({compare_label})")
-    _floor_line(ax, floor)
-    ax.set_xlabel("score evaluations (NFE)")
-    ax.set_ylabel(ylabel)
-    ax.legend(fontsize=8)
-    if title:
-        ax.set_title(title)
+            _sorted_series(ax, *others[label], others_se.get(label), "s--", ms=4, color=f"C{k}",
+                           label=f"{label} ({compare_label})")
+    floor_line(ax, floor, floor_se)
+    _finish_log_axes(ax, "score evaluations (NFE)", ylabel, title)
     return _finish(figure, path)
 
 
-def _floor_line(ax, floor: float | None) -> None:
-    if floor is None:
-        return
-    if not (isinstance(floor, (int, float)) and 0 < floor < math.inf):
-        raise ValueError(f"floor must be a positive number or None, got {floor!r}")
-    ax.axhline(float(floor), ls=":", color="black", lw=1, label="noise floor")
+def _sorted_series(ax, x: np.ndarray, y: np.ndarray, se: np.ndarray | None, fmt: str, **style) -> None:
+    order = np.argsort(x, kind="stable")
+    error_series(ax, x[order], y[order], None if se is None else se[order], fmt, **style)
+
+
+def _finish_log_axes(ax, xlabel: str, ylabel: str, title: str | None, xs=None) -> None:
+    """Labels, a legend in drawing order (error-bar series included, guide lines last), tidy log ticks."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    handles, labels = ax.get_legend_handles_labels()
+    last = [k for k, label in enumerate(labels) if label.startswith(("noise floor", "slope"))]
+    order = [k for k in range(len(labels)) if k not in last] + last
+    ax.legend([handles[k] for k in order], [labels[k] for k in order], fontsize=8)
+    if title:
+        ax.set_title(title)
+    tidy_log_axes(ax, xs)
 
 
 def training_loss(losses: ArrayLike, path: PathLike | None = None, *, window: int = 50,
@@ -431,7 +407,7 @@ def training_loss(losses: ArrayLike, path: PathLike | None = None, *, window: in
         losses: (steps,) per-step minibatch losses (``TrainResult.losses``).
         window: running-mean length (>= 1; clipped to the number of steps).
     """
-    losses = _array(losses, "losses").reshape(-1)
+    losses = as_array(losses, "losses").reshape(-1)
     if window < 1:
         raise ValueError(f"window must be >= 1, got {window}")
     window = min(window, losses.size)

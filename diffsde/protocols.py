@@ -5,7 +5,8 @@ with the right methods is one, whatever its class, as with k-diffusion's "model(
 convention. Times are the OU's own time t (DESIGN.md "One time variable"); data are (N, d).
 
 - :class:`Score`: ``score(x, t)`` ≈ ∇_x log p_t(x), e.g. :class:`~diffsde.scores.GaussianScore`,
-  :class:`~diffsde.parametrizations.EpsilonScore`, a plain function.
+  :class:`~diffsde.parametrizations.EpsilonScore`, a plain function (which declares no ``dim``:
+  give :func:`diffsde.sample` its ``x_T`` or ``dim=``).
 - :class:`ExactScore`: a score whose p_t is known in closed form (log-density, samples, moments),
   e.g. :class:`~diffsde.scores.GaussianMixtureScore`; what exact-law and convergence studies need.
 - :class:`EpsilonModel`, :class:`DataModel`, :class:`VelocityModel`: a network ``model(x, t)``
@@ -18,7 +19,7 @@ read here, in one place, by :func:`declared_dim`, :func:`is_singular_at_zero` an
 
 | attribute | default | meaning |
 | --- | --- | --- |
-| ``dim`` | None | the data dimension d (lets ``sample`` draw x_T itself) |
+| ``dim`` | None | the data dimension d (lets ``sample`` draw x_T itself; without it, pass ``x_T`` or ``dim=``) |
 | ``singular_at_zero`` | False | a score undefined at t = 0 (s = -ε / σ, σ(0) = 0): no grid may evaluate it there |
 | ``accepts_float_time`` | False | a network taking a scalar time as a Python float (nothing to synchronise on CUDA) |
 
@@ -59,7 +60,11 @@ class Score(Protocol):
 
     Call: x of shape (N, d) (exact scores accept (..., d)), t the OU time: a Python float, a 0-d
     tensor or a (N,) tensor of per-sample times, t >= 0 (t > 0 when it declares
-    ``singular_at_zero``). Returns a tensor of x's shape, dtype and device.
+    ``singular_at_zero``). Returns a tensor of x's shape, dtype and device (:func:`diffsde.sample`
+    checks the shape at the first evaluation).
+
+    Any callable is one; a plain function declares no ``dim``, so :func:`diffsde.sample` needs
+    its ``x_T`` (N, d) or ``dim=d`` to draw the start itself.
     """
 
     def __call__(self, x: Tensor, t: TimeLike) -> Tensor: ...

@@ -10,6 +10,10 @@ A schedule β_0 ... β_{n-1} is read two ways:
 The two agree to first order: ``log ᾱ_i = -t_i - ½ Σ_{j<i} β_j² + O(β³)``, so
 ``ᾱ_i - e^{-t_i} = O(max β)`` (seed 000, eq. "alpha bar limit"). For the linear schedule,
 ``n · max_i |ᾱ_i - e^{-t_i}| -> max_s ½ e^{-t(s)} ∫_0^s β(u)² du = 0.8622...``.
+
+Precision: a schedule's arithmetic (its times, ᾱ, grids, refinements and respacings) is
+float64 whatever dtype its tensors are moved to with :meth:`BetaSchedule.to`; Python numbers
+and lists are read as float64, tensors keep their values (converted exactly).
 """
 
 from __future__ import annotations
@@ -17,14 +21,22 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Callable, NamedTuple, Sequence, Union
 
 import torch
 from torch import Tensor
 
-from ._checks import check_int, check_real, real_float64
+from ._checks import ArgumentTypeError, check_bool, check_choice, check_int, check_real, real_float64
 
-__all__ = ["BetaSchedule", "TimeGrid", "Interval", "SCHEDULES"]
+__all__ = ["BetaSchedule", "TimeGrid", "Interval", "SCHEDULES", "SPACINGS"]
+
+SPACINGS = ("trailing", "linspace", "leading")
+"""The timestep spacings of :meth:`BetaSchedule.respaced` (diffusers' ``timestep_spacing``)."""
+
+# A schedule time closer than this (times max(1, t_min)) to t_min is t_min itself, up to the
+# rounding of the cumulative sums that made it (grid(..., end_at_t_min=True)).
+_SAME_TIME = 1e-12
 
 
 class BetaSchedule:
@@ -32,7 +44,8 @@ class BetaSchedule:
 
     Attributes (tensors, float64 on the CPU unless moved with :meth:`to`):
         betas: (n,) the β_j.
-        times: (n+1,) seed-000 times ``t_0 = 0, t_i = Σ_{j<i} β_j``.
+        times: (n+1,) seed-000 times ``t_0 = 0, t_i = Σ_{j<i} β_j`` (a respaced schedule keeps
+            its parent's times instead, :meth:`respaced`).
         alpha_bars: (n+1,) ``ᾱ_0 = 1, ᾱ_i = Π_{j<i} (1 - β_j)``.
         exact_times: (n+1,) ``τ_i = -log ᾱ_i`` (computed as ``-Σ log1p(-β_j)``).
         T: final seed-000 time ``t_n`` (a Python float).
@@ -62,13 +75,19 @@ class BetaSchedule:
         if bool(bad.any()):
             index = int(torch.nonzero(bad)[0])
             raise ValueError(f"betas must lie in (0, 1); betas[{index}] = {float(values[index])!r} does not")
-        self._betas64 = values.clone()  # kept in float64 on the CPU whatever `to` does
-        self.betas = values.clone()
-        log_alphas = torch.log1p(-self.betas)
         zero = torch.zeros(1, dtype=torch.float64)
-        self.times = torch.cat([zero, torch.cumsum(self.betas, 0)])
-        self.exact_times = torch.cat([zero, -torch.cumsum(log_alphas, 0)])
-        self.alpha_bars = torch.cat([torch.ones(1, dtype=torch.float64), torch.cumprod(1 - self.betas, 0)])
+        # The float64 CPU originals: every computation reads these, whatever `to` did to the attributes.
+        self._betas64 = values.clone()
+        self._times64 = torch.cat([zero, torch.cumsum(values, 0)])
+        self._exact_times64 = torch.cat([zero, -torch.cumsum(torch.log1p(-values), 0)])
+        self._alpha_bars64 = torch.cat([torch.ones(1, dtype=torch.float64), torch.cumprod(1 - values, 0)])
+        self._respaced = False
+        self._publish()
+
+    def _publish(self) -> None:
+        """The public attributes: copies of the float64 originals."""
+        self.betas, self.times = self._betas64.clone(), self._times64.clone()
+        self.exact_times, self.alpha_bars = self._exact_times64.clone(), self._alpha_bars64.clone()
 
     # -- constructors -------------------------------------------------------------------
 
@@ -79,7 +98,8 @@ class BetaSchedule:
 
         At n = 1000 this is DDPM's β from 1e-4 to 0.02; every n has the same
         ``T = (beta_min + beta_max) / 2 = 10.05``, so increasing n refines one continuous
-        schedule. With the defaults n must be at least 21 (β_max = 20 / n < 1).
+        schedule. With the defaults n must be at least 21 (β_max = 20 / n < 1); for fewer steps
+        of the same rate, respace a finer one: ``BetaSchedule.linear(1000).respaced(n)``.
 
         Raises:
             TypeError: n not an int, or beta_min / beta_max not real numbers.
@@ -95,7 +115,8 @@ class BetaSchedule:
         if beta_max / n >= 1:
             index = int(torch.nonzero(betas >= 1)[0])
             raise ValueError(f"BetaSchedule.linear(n={n}) has betas[{index}] = {float(betas[index]):.4g} >= 1; "
-                             f"the largest step is beta_max / n = {beta_max / n:.4g}, so use n > {beta_max:g}")
+                             f"the largest step is beta_max / n = {beta_max / n:.4g}, so use n > {beta_max:g}, or "
+                             f"BetaSchedule.linear(1000).respaced({n}) for {n} steps of the same rate")
         return cls(betas)
 
     @classmethod
@@ -121,43 +142,151 @@ class BetaSchedule:
     @property
     def n(self) -> int:
         """Number of steps."""
-        return int(self.betas.shape[0])
+        return int(self._betas64.shape[0])
 
     @property
     def T(self) -> float:
         """Final seed-000 time ``t_n = Σ_j β_j``."""
-        return float(self.times[-1])
+        return float(self._times64[-1])
 
     def refine(self, factor: int) -> "BetaSchedule":
         """Split every step β_j into ``factor`` equal steps β_j / factor.
 
         The seed-000 times of the old grid stay grid points (``t_i`` becomes
         ``t_{i·factor}``), so refining walks toward the continuous limit on a fixed time axis.
+
+        Raises:
+            ValueError: factor < 1, or a respaced schedule (its times are its parent's, not the
+                sums of its β: refine the parent, then respace it).
         """
         factor = check_int(factor, "factor", minimum=1)
+        if self._respaced:
+            raise ValueError("refine() splits β_j on the schedule's own time axis t_i = Σ_{j<i} β_j; a respaced "
+                             "schedule keeps its parent's times instead: refine the parent and respace that")
         return BetaSchedule(torch.repeat_interleave(self._betas64 / factor, factor))
 
-    def grid(self, t_min: float = 0.0, exact_times: bool = False) -> "TimeGrid":
-        """The sampling grid of this schedule: forward times descending from T to t_min.
+    def respaced(self, n: int, spacing: str = "trailing") -> "BetaSchedule":
+        """The n-step subset of this schedule: its ᾱ at n + 1 chosen indices, as diffusers'
+        ``DDPMScheduler.set_timesteps`` / ``DDIMScheduler.set_timesteps`` choose them.
+
+        Nichol & Dhariwal 2021 (Improved DDPM, Sec. 4): for indices ``0 = k_0 < k_1 < ... < k_n``
+        into this schedule's ᾱ (N = ``self.n`` steps), the respaced schedule has
+        ``ᾱ'_i = ᾱ_{k_i}`` and ``β'_i = 1 - ᾱ_{k_{i+1}} / ᾱ_{k_i}``, always in (0, 1) (ᾱ decreases
+        strictly), so any n <= N gives a valid schedule even where the same rate with n steps
+        would have β >= 1. Its ``times``, ``exact_times`` and ``alpha_bars`` are this schedule's
+        at the kept indices (``times'_i = times[k_i]``): the respaced schedule lives on its
+        parent's time axis (T is kept whenever k_n = N).
+
+        diffusers' timestep t is the index k = t + 1 here (its ``alphas_cumprod[t]`` is ᾱ after
+        t + 1 steps) and its chain ends at ᾱ = 1 (k_0 = 0). The spacings, j = 0 ... n - 1:
+
+        * ``"trailing"`` (default): ``k = round((j + 1) N / n)``: evenly spaced from 0 to N, every
+          step about N / n of the parent's (T kept); the spacing Lin et al. 2024 ("Common
+          diffusion noise schedules and sample steps are flawed") recommend;
+        * ``"linspace"``: ``k = 1 + round(j (N - 1) / (n - 1))``: from index 1 to N (T kept), so
+          the last step sampled is the parent's first, β_0 (n = 1 keeps k = 1 alone, as
+          diffusers: one step of β_0);
+        * ``"leading"``: ``k = 1 + j ⌊N / n⌋`` (diffusers' ``steps_offset = 0``): starts below N.
+
+        Rounding is half to even on the exact rational values; diffusers computes them in
+        floating point, which rounds some exact halves the other way (and for "trailing" can
+        yield one step too many), so an index can differ from diffusers' by one there.
+
+        Args:
+            n: steps of the respaced schedule, 1 <= n <= ``self.n``.
+            spacing: one of :data:`SPACINGS`.
+        Raises:
+            TypeError: n not an int.
+            ValueError: n outside [1, self.n], or an unknown spacing.
+        """
+        big_n = self.n
+        n = check_int(n, "n", minimum=1, maximum=big_n)
+        check_choice(spacing, "spacing", SPACINGS)
+        if spacing == "trailing":
+            kept = [round(Fraction((j + 1) * big_n, n)) for j in range(n)]
+        elif spacing == "linspace":
+            kept = [1 + (round(Fraction(j * (big_n - 1), n - 1)) if n > 1 else 0) for j in range(n)]
+        else:
+            kept = [1 + j * (big_n // n) for j in range(n)]
+        index = torch.tensor([0] + kept, dtype=torch.int64)
+        # 1 - ᾱ_{k'} / ᾱ_k = -expm1(-(τ_{k'} - τ_k)) with τ = -log ᾱ: accurate for small β too.
+        betas = -torch.expm1(-self._exact_times64[index].diff())
+        respaced = BetaSchedule(betas)
+        # The kept points themselves, not their recomputation from β' (1 - β' loses digits when β' is near 1).
+        respaced._times64 = self._times64[index].clone()
+        respaced._exact_times64 = self._exact_times64[index].clone()
+        respaced._alpha_bars64 = self._alpha_bars64[index].clone()
+        respaced._respaced = True
+        respaced._publish()
+        return respaced
+
+    def grid(self, t_min: float = 0.0, exact_times: bool = False, *, end_at_t_min: bool = False) -> "TimeGrid":
+        """The sampling grid of this schedule: forward times descending from T to t_min, in float64
+        whatever dtype this schedule's tensors were moved to.
 
         Uses seed-000 times ``t_i`` (default) or the exact times ``τ_i = -log ᾱ_i``; each
-        step keeps this schedule's β_i and ᾱ_i. The grid keeps the points with time >= t_min
-        (so it ends at the first grid time at or above t_min; t_min = 0 keeps them all).
+        step keeps this schedule's β_i and ᾱ_i. Where the grid ends:
+
+        * ``end_at_t_min=False`` (default): it keeps the points with time >= t_min, so it ends
+          at the first grid time at or above t_min (t_min = 0 keeps them all);
+        * ``end_at_t_min=True``: it ends at t_min itself. A schedule time within rounding
+          (1e-12 · max(1, t_min)) of t_min becomes t_min; otherwise the step that crosses t_min,
+          from t_{j-1} < t_min to t_j, is cut to run from t_j to t_min, with ᾱ(t_min)
+          interpolating log ᾱ linearly in time within that step and β = 1 - ᾱ_j / ᾱ(t_min), so
+          ``ᾱ_{i+1} = ᾱ_i (1 - β_i)`` holds along the grid as on the schedule (with exact times,
+          ᾱ(t_min) = e^{-t_min} exactly). Every other point is the schedule's, unchanged, and
+          no step is longer than the schedule's.
+
+        Raises:
+            ValueError: t_min outside [0, inf), or a t_min that leaves no step (fewer than two
+                points at or above it; with end_at_t_min, no time above it).
         """
         t_min = check_real(t_min, "t_min", 0)
-        times = (self.exact_times if exact_times else self.times).to(device="cpu", dtype=torch.float64)
-        alpha_bars = self.alpha_bars.to(device="cpu", dtype=torch.float64)
-        keep = int(torch.count_nonzero(times >= t_min))  # times increase, so a suffix is dropped
-        if keep < 2:
-            raise ValueError(f"t_min = {t_min!r} leaves fewer than two grid points (the schedule ends at "
-                             f"{float(times[-1]):.6g})")
-        first = self.n + 1 - keep
-        return TimeGrid(times[first:].flip(0), self._betas64[first:].flip(0), alpha_bars[first:].flip(0),
-                        source="schedule")
+        end_at_t_min = check_bool(end_at_t_min, "end_at_t_min")
+        all_times = self._exact_times64 if exact_times else self._times64
+        times, betas, alpha_bars = all_times, self._betas64, self._alpha_bars64
+        if not end_at_t_min:
+            keep = int(torch.count_nonzero(times >= t_min))  # times increase, so a suffix is dropped
+            if keep < 2:
+                raise ValueError(f"t_min = {t_min!r} leaves fewer than two grid points (the schedule ends at "
+                                 f"{float(times[-1]):.6g})")
+            first = self.n + 1 - keep
+            return TimeGrid(times[first:].flip(0), betas[first:].flip(0), alpha_bars[first:].flip(0),
+                            source="schedule")
+        same = _SAME_TIME * max(1.0, t_min)
+        if not float(times[-1]) > t_min + same:
+            raise ValueError(f"t_min = {t_min!r} leaves no step: the schedule ends at {float(times[-1]):.6g}")
+        first = self.n + 1 - int(torch.count_nonzero(times >= t_min - same))  # the first time >= t_min, to rounding
+        times, betas, alpha_bars = times[first:].clone(), betas[first:].clone(), alpha_bars[first:].clone()
+        if abs(float(times[0]) - t_min) <= same:
+            times[0] = t_min
+        else:  # cut the schedule's step first - 1 at t_min
+            lower, upper = float(all_times[first - 1]), float(times[0])
+            fraction = (upper - t_min) / (upper - lower)  # in (0, 1): lower < t_min < upper
+            beta = -math.expm1(fraction * math.log1p(-float(self._betas64[first - 1])))
+            times = torch.cat([times.new_tensor([t_min]), times])
+            betas = torch.cat([betas.new_tensor([beta]), betas])
+            alpha_bars = torch.cat([alpha_bars[:1] / (1.0 - beta), alpha_bars])
+        return TimeGrid(times.flip(0), betas.flip(0), alpha_bars.flip(0), source="schedule")
 
-    def to(self, device: Union[str, torch.device, None] = None,
+    def to(self, device: Union[str, torch.device, torch.dtype, None] = None,
            dtype: torch.dtype | None = None) -> "BetaSchedule":
-        """A copy whose tensors live on ``device`` with ``dtype`` (values computed in float64)."""
+        """A copy whose tensor attributes live on ``device`` with ``dtype`` (like ``Tensor.to``, a
+        dtype may come first: ``schedule.to(torch.float32)``).
+
+        Only those attributes change: the copy's arithmetic (``T``, :meth:`grid`, :meth:`refine`,
+        :meth:`respaced`) stays in float64 on the CPU, so a float16 copy still gives the float64
+        grid (float16 would round 3,554 of the 10,000 steps of ``linear(10000)`` to zero length).
+
+        Raises:
+            ArgumentTypeError: ``dtype`` not a floating-point torch.dtype (an integer, boolean or
+                complex dtype would turn β in (0, 1) into nonsense).
+        """
+        if isinstance(device, torch.dtype) and dtype is None:
+            device, dtype = None, device
+        if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
+            raise ArgumentTypeError(f"dtype must be a floating-point torch.dtype (a schedule's β lie in (0, 1)), "
+                                    f"got {dtype!r}")
         moved = copy.copy(self)
         for name in ("betas", "times", "exact_times", "alpha_bars"):
             setattr(moved, name, getattr(self, name).to(device=device, dtype=dtype))
@@ -167,8 +296,8 @@ class BetaSchedule:
         return self.n
 
     def __repr__(self) -> str:
-        return (f"BetaSchedule(n={self.n}, T={self.T:.6g}, beta in [{float(self.betas.min()):.3g}, "
-                f"{float(self.betas.max()):.3g}], dtype={self.betas.dtype}, device={self.betas.device})")
+        return (f"BetaSchedule(n={self.n}, T={self.T:.6g}, beta in [{float(self._betas64.min()):.3g}, "
+                f"{float(self._betas64.max()):.3g}], dtype={self.betas.dtype}, device={self.betas.device})")
 
 
 SCHEDULES: dict[str, Callable[[int], BetaSchedule]] = {

@@ -10,7 +10,9 @@ the eigenvectors of Σ and eigenvalues ``λ_t = e^{-t} λ + 1 - e^{-t}``, which 
 min(λ_min, 1) and max(λ_max, 1): one symmetric eigendecomposition at construction turns
 every later solve with Σ_t into a diagonal one, at any t, batched over per-sample times,
 with no matrix inverse and no refactorisation per t (a Cholesky factor of Σ_t would
-have to be recomputed for every t). Mixture responsibilities use log-sum-exp.
+have to be recomputed for every t). Mixture responsibilities use log-sum-exp on squared
+Mahalanobis distances scaled by a power of two per sample, so they stay finite however far
+x lies from the data (where the distances themselves overflow).
 
 The network adapters (ε-, x0- and v-prediction <-> score) live in :mod:`diffsde.parametrizations`;
 ``noise_std``, ``score_from_epsilon``, ``epsilon_from_score``, ``EpsilonScore`` and
@@ -20,6 +22,7 @@ The network adapters (ε-, x0- and v-prediction <-> score) live in :mod:`diffsde
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from typing import Sequence, Union
 
 import torch
@@ -37,6 +40,7 @@ __all__ = [
 ]
 
 ArrayLike = Union[Tensor, Sequence]
+DEFAULT_CACHE_BYTES = 64 * 2**20  # the per-time cache's default bound: 64 MiB
 
 
 def _as_float64(value: ArrayLike, name: str) -> Tensor:
@@ -58,10 +62,19 @@ class GaussianMixtureScore:
         weights: (K,) non-negative, summing to 1 (within 1e-6; then renormalised).
         means: (K, d).
         covs: (K, d, d) symmetric positive-definite.
+        cache_bytes: bound, in bytes, on the per-time constants kept between calls (default
+            64 MiB; 0 keeps none).
+
+    Python lists and numbers are read as float64 (never through float32).
 
     Parameters are kept in float64; calls run in the dtype and on the device of their
     input (converted parameters are cached per device and dtype). ``t`` is the OU time:
     a float, a 0-d tensor or a tensor of per-sample times of shape x.shape[:-1]; t >= 0.
+
+    A Python-float t reuses per-time constants of K·(d² + d + 1) numbers (16 MiB in float32
+    for K = 1000, d = 64): they are kept in a least-recently-used cache of at most
+    ``cache_bytes`` bytes (and 8192 times); an entry larger than the bound is not kept.
+    Results are the same with or without the cache.
 
     Raises:
         ValueError / TypeError: for negative or non-normalised weights, shape
@@ -71,7 +84,9 @@ class GaussianMixtureScore:
 
     singular_at_zero = False
 
-    def __init__(self, weights: ArrayLike, means: ArrayLike, covs: ArrayLike):
+    def __init__(self, weights: ArrayLike, means: ArrayLike, covs: ArrayLike, *,
+                 cache_bytes: int = DEFAULT_CACHE_BYTES):
+        self.cache_bytes = check_int(cache_bytes, "cache_bytes", minimum=0)
         weights = _as_float64(weights, "weights")
         means = _as_float64(means, "means")
         covs = _as_float64(covs, "covs")
@@ -95,7 +110,8 @@ class GaussianMixtureScore:
         self.covs = covs
         self.eigvals, self.eigvecs = torch.linalg.eigh(0.5 * (covs + covs.transpose(-1, -2)))
         self._cache: dict = {}
-        self._time_cache: dict = {}
+        self._time_cache: OrderedDict = OrderedDict()  # least recently used first
+        self._time_cache_nbytes = 0
 
     @staticmethod
     def _check_covs(covs: Tensor) -> None:
@@ -163,56 +179,78 @@ class GaussianMixtureScore:
         y = torch.einsum("mkd,kde->mke", centred, eigvecs)
         return y, lam, log_weights, eigvecs, batch_shape
 
-    @staticmethod
-    def _component_log_probs(y: Tensor, lam: Tensor, log_weights: Tensor) -> Tensor:
-        d = y.shape[-1]
-        log_det = torch.log(lam).sum(-1)
-        return log_weights - 0.5 * ((y * y / lam).sum(-1) + log_det + d * math.log(2 * math.pi))
+    def _component_log_probs(self, x: Tensor, y: Tensor, lam: Tensor, log_weights: Tensor) -> tuple[Tensor, Tensor]:
+        """(a (M, K), b (M, 1)) with ``log w_k N_k(x) = a_k - b`` (see :func:`_shifted_log_probs`)."""
+        scale = _sample_scale(x.reshape(-1, self.dim)).unsqueeze(-1)  # (M, 1)
+        scaled = y / scale.unsqueeze(-1)
+        log_norm = log_weights - 0.5 * (torch.log(lam).sum(-1) + self.dim * math.log(2 * math.pi))
+        return _shifted_log_probs((scaled * scaled / lam).sum(-1), scale, log_norm, -1)
 
-    def _time_terms(self, t: float, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def _time_terms(self, t: float, x: Tensor) -> tuple[Tensor, Tensor]:
         """Per-time constants of the scalar-time path, on x's device and dtype, cached per t.
 
-        With ``W_k = U_k diag(λ_t^{-1/2})`` (so ``Σ_{t,k}^{-1} = W_k W_kᵀ``): ``whiten`` (K·d, d)
-        stacks the ``W_kᵀ``, ``offset`` (K·d, 1) stacks ``e^{-t/2} W_kᵀ μ_k``, and ``log_norm``
-        (K, 1) is ``log w_k - ½ Σ log λ_t - (d/2) log 2π``.
+        With ``W_k = U_k diag(λ_t^{-1/2})`` (so ``Σ_{t,k}^{-1} = W_k W_kᵀ``): ``affine`` (K·d, d + 1)
+        stacks the rows ``[W_kᵀ, -e^{-t/2} W_kᵀ μ_k]``, and ``log_norm`` (K, 1) is
+        ``log w_k - ½ Σ log λ_t - (d/2) log 2π``.
         """
         key = (t, x.device, x.dtype)
         terms = self._time_cache.get(key)
-        if terms is None:
+        if terms is not None:
+            self._time_cache.move_to_end(key)
+        else:
             log_weights, means, eigvals, eigvecs = self._params(x)
             decay = math.exp(-t)
             lam = decay * eigvals + (-math.expm1(-t))  # (K, d)
             k, d = lam.shape
             whiten_t = (eigvecs * torch.rsqrt(lam).unsqueeze(-2)).transpose(-1, -2)  # (K, d, d): W_kᵀ
-            offset = math.sqrt(decay) * torch.einsum("ked,kd->ke", whiten_t, means)
+            offset = -math.sqrt(decay) * torch.einsum("ked,kd->ke", whiten_t, means)
             log_norm = log_weights - 0.5 * torch.log(lam).sum(-1) - 0.5 * d * math.log(2 * math.pi)
-            terms = (whiten_t.reshape(k * d, d).contiguous(), offset.reshape(k * d, 1), log_norm.reshape(k, 1))
-            if len(self._time_cache) >= _TIME_CACHE_SIZE:
-                self._time_cache.pop(next(iter(self._time_cache)))
-            self._time_cache[key] = terms
+            affine = torch.cat([whiten_t.reshape(k * d, d), offset.reshape(k * d, 1)], dim=1)
+            terms = (affine, log_norm.reshape(k, 1))
+            self._remember(key, terms)
         return terms
 
-    def _whitened_scalar_time(self, x: Tensor, t: float) -> tuple[Tensor, Tensor, Tensor]:
-        """(z (K, d, M), log_norm (K, 1), whiten (K·d, d)) with ``z_k = W_kᵀ (x - e^{-t/2} μ_k)``.
+    def _remember(self, key: tuple, terms: tuple[Tensor, ...]) -> None:
+        """Keep ``terms`` under ``key``, evicting the least recently used entries so that the
+        cache holds at most ``cache_bytes`` bytes and ``_TIME_CACHE_SIZE`` entries."""
+        nbytes = sum(term.nbytes for term in terms)
+        if nbytes > self.cache_bytes:
+            return
+        while self._time_cache and (self._time_cache_nbytes + nbytes > self.cache_bytes
+                                    or len(self._time_cache) >= _TIME_CACHE_SIZE):
+            _, evicted = self._time_cache.popitem(last=False)
+            self._time_cache_nbytes -= sum(term.nbytes for term in evicted)
+        self._time_cache[key] = terms
+        self._time_cache_nbytes += nbytes
 
-        Samples run along the last axis so every reduction over components or coordinates
-        is an elementwise pass over the batch (reductions over a short last axis are slow).
+    def _whitened_scalar_time(self, x: Tensor, t: float, scaled: bool = True) -> tuple:
+        """(z (K, d, M), scale (M,), log_norm (K, 1), whiten (K·d, d)) with
+        ``scale · z_k = W_kᵀ (x - e^{-t/2} μ_k)``, ``scale`` a power of two per sample (exact);
+        with ``scaled=False``, z is unscaled and scale is None.
+
+        Dividing by the scale keeps ``|z_k| <= ‖W_k‖ (2 sqrt(d) + |μ_k|)``, so the squares of z
+        never overflow however far x is. Samples run along the last axis so every reduction over
+        components or coordinates is an elementwise pass over the batch (reductions over a
+        short last axis are slow).
         """
-        whiten, offset, log_norm = self._time_terms(t, x)
+        affine, log_norm = self._time_terms(t, x)
         flat = x.reshape(-1, self.dim)
-        z = torch.addmm(offset, whiten, flat.T, beta=-1)  # W_kᵀ x - offset, (K·d, M)
-        return z.view(-1, self.dim, flat.shape[0]), log_norm, whiten
+        rhs = torch.cat([flat.T, torch.ones_like(flat[:, :1]).T], dim=0)  # [x; 1], (d + 1, M)
+        scale = _sample_scale(flat) if scaled else None
+        z = torch.mm(affine, rhs if scale is None else rhs.div_(scale))  # W_kᵀ (x - e^{-t/2} μ_k) / scale
+        return z.view(-1, self.dim, flat.shape[0]), scale, log_norm, affine[:, :self.dim]
 
     def log_prob(self, x: Tensor, t: TimeLike = 0.0) -> Tensor:
         """``log p_t(x)``; x of shape (..., d), returns shape (...)."""
         if _is_number(t):
             check_data(x, "x", dim=self.dim)
             check_time(t, "t")
-            z, log_norm, _ = self._whitened_scalar_time(x, float(t))
-            log_probs = torch.add(log_norm, (z * z).sum(1), alpha=-0.5)  # (K, M)
-            return torch.logsumexp(log_probs, dim=0).reshape(x.shape[:-1])
+            z, scale, log_norm, _ = self._whitened_scalar_time(x, float(t))
+            shifted, shift = _shifted_log_probs((z * z).sum(1), scale, log_norm, 0)  # (K, M), (1, M)
+            return (torch.logsumexp(shifted, dim=0) - shift[0]).reshape(x.shape[:-1])
         y, lam, log_weights, _, batch_shape = self._whiten(x, t)
-        return torch.logsumexp(self._component_log_probs(y, lam, log_weights), dim=-1).reshape(batch_shape)
+        shifted, shift = self._component_log_probs(x, y, lam, log_weights)
+        return (torch.logsumexp(shifted, dim=-1) - shift[:, 0]).reshape(batch_shape)
 
     def score(self, x: Tensor, t: TimeLike) -> Tensor:
         """Exact score ``∇_x log p_t(x)``; x of shape (..., d), returns x's shape.
@@ -227,23 +265,24 @@ class GaussianMixtureScore:
         if _is_number(t) and not (x.requires_grad and torch.is_grad_enabled()):
             check_data(x, "x", dim=self.dim)
             check_time(t, "t")
-            z, log_norm, whiten = self._whitened_scalar_time(x, float(t))
-            if z.shape[0] > 1:  # responsibilities, in place on our own buffers
+            z, scale, log_norm, whiten = self._whitened_scalar_time(x, float(t), scaled=self.n_components > 1)
+            if scale is not None:  # responsibilities, in place on our own buffers
                 logits = z[:, 0].square()
                 for i in range(1, z.shape[1]):
                     logits.addcmul_(z[:, i], z[:, i])
-                logits.mul_(-0.5).add_(log_norm)
+                logits, _ = _shifted_log_probs(logits, scale, log_norm, 0)
                 logits.sub_(logits.amax(0)).exp_()
                 logits.div_(logits.sum(0))
                 z.mul_(logits.unsqueeze(1))
-            # s = -Σ_k r_k W_k z_k, as rows: -(r z)ᵀ (M, K·d) @ [W_kᵀ] (K·d, d)
-            return torch.mm(z.view(-1, z.shape[-1]).T, whiten).neg_().reshape(x.shape)
+            # s = -Σ_k r_k W_k z_k scale, as rows: -(r z)ᵀ (M, K·d) @ [W_kᵀ] (K·d, d), times the scale
+            out = torch.mm(z.view(-1, z.shape[-1]).T, whiten)
+            return (out if scale is None else out.mul_(scale.unsqueeze(1))).neg_().reshape(x.shape)
         y, lam, log_weights, eigvecs, batch_shape = self._whiten(x, t)
         scaled = y / lam
         if y.shape[1] == 1:
             responsibilities_scaled = scaled
         else:
-            responsibilities = torch.softmax(self._component_log_probs(y, lam, log_weights), dim=-1)
+            responsibilities = torch.softmax(self._component_log_probs(x, y, lam, log_weights)[0], dim=-1)
             responsibilities_scaled = scaled * responsibilities.unsqueeze(-1)
         return -torch.einsum("mke,kde->md", responsibilities_scaled, eigvecs).reshape(x.shape)
 
@@ -283,9 +322,10 @@ class GaussianScore(GaussianMixtureScore):
     Args:
         mean: (d,).
         cov: (d, d) symmetric positive-definite.
+        cache_bytes: as for :class:`GaussianMixtureScore`.
     """
 
-    def __init__(self, mean: ArrayLike, cov: ArrayLike):
+    def __init__(self, mean: ArrayLike, cov: ArrayLike, *, cache_bytes: int = DEFAULT_CACHE_BYTES):
         mean = _as_float64(mean, "mean")
         cov = _as_float64(cov, "cov")
         if mean.dim() != 1 or mean.numel() == 0:
@@ -293,7 +333,8 @@ class GaussianScore(GaussianMixtureScore):
         d = mean.shape[0]
         if cov.shape != (d, d):
             raise ValueError(f"cov must have shape (d, d) = ({d}, {d}), got {tuple(cov.shape)}")
-        super().__init__(torch.ones(1, dtype=torch.float64), mean.unsqueeze(0), cov.unsqueeze(0))
+        super().__init__(torch.ones(1, dtype=torch.float64), mean.unsqueeze(0), cov.unsqueeze(0),
+                         cache_bytes=cache_bytes)
 
     @staticmethod
     def _check_covs(covs: Tensor) -> None:
@@ -313,7 +354,31 @@ class GaussianScore(GaussianMixtureScore):
         return f"GaussianScore(d={self.dim})"
 
 
-_TIME_CACHE_SIZE = 8192  # per-t constants kept (a few hundred bytes each for small K and d)
+_TIME_CACHE_SIZE = 8192  # at most this many times kept (a few hundred bytes each for small K and d)
+
+
+def _sample_scale(flat: Tensor) -> Tensor:
+    """A power of two ``2^e >= 1`` per sample of x (M, d) with ``max_i |x_i| / 2^e < 2``, (M,):
+    dividing by it is exact, and it bounds what it divides."""
+    with torch.no_grad():
+        top = math.frexp(torch.finfo(flat.dtype).max)[1] - 1
+        exponent = torch.frexp(flat.abs().amax(-1)).exponent.clamp(0, top)
+        return torch.ldexp(torch.ones_like(flat[:, 0]), exponent)
+
+
+def _shifted_log_probs(sq: Tensor, scale: Tensor, log_norm: Tensor, dim: int) -> tuple[Tensor, Tensor]:
+    """Component log-densities ``log_norm_k - ½ q_k`` as ``a_k - b``, without overflow, in place on ``sq``.
+
+    ``sq`` holds the squared Mahalanobis distances q_k divided by ``scale²`` (components along
+    ``dim``); ``a_k = log_norm_k - ½ (sq_k - min_k sq) scale²`` and ``b = ½ min_k sq scale²``.
+    The nearest component's a_k is log_norm_k however far x is, so softmax and log-sum-exp of
+    a never meet all -inf (q_k itself overflows from |x| ~ 1e19 in float32, 1e154 in float64);
+    scale² is never formed, as it may overflow on its own.
+    """
+    low = sq.detach().amin(dim, keepdim=True)
+    minus_half = -0.5 * scale
+    shifted = sq.sub_(low).mul_(minus_half).mul_(scale).add_(log_norm)
+    return shifted, low.mul_(minus_half).mul_(scale).neg_()
 
 
 def _is_number(t) -> bool:

@@ -166,20 +166,6 @@ class SampledToy(Toy):
         return self._draw_fn(n, generator, device, dtype)
 
 
-# -- parameter conversion ---------------------------------------------------------------
-
-def _float64(value):
-    """A Python sequence as a float64 tensor, so that no parameter passes through float32
-    (``torch.as_tensor`` of a list gives the default dtype); anything that does not convert
-    is passed on unchanged for :mod:`diffsde.scores` to refuse with its own message."""
-    if isinstance(value, Tensor):
-        return value
-    try:
-        return torch.as_tensor(value, dtype=torch.float64)
-    except (TypeError, ValueError, RuntimeError):
-        return value
-
-
 # -- closed-form toys -------------------------------------------------------------------
 
 def gaussian(mean: ArrayLike | None = None, cov: ArrayLike | None = None) -> MixtureToy:
@@ -198,7 +184,7 @@ def gaussian(mean: ArrayLike | None = None, cov: ArrayLike | None = None) -> Mix
         raise ValueError("give both mean and cov, or neither for the default 2-D Gaussian")
     if mean is None:
         mean, cov = _DEFAULT_MEAN, _DEFAULT_COV
-    exact = GaussianScore(_float64(mean), _float64(cov))
+    exact = GaussianScore(mean, cov)  # lists are read as float64 there
     return MixtureToy("gaussian", exact, {"mean": exact.mean.tolist(), "cov": exact.cov.tolist()})
 
 
@@ -211,7 +197,7 @@ def mixture(weights: ArrayLike, means: ArrayLike, covs: ArrayLike) -> MixtureToy
     Raises:
         ValueError / TypeError: what GaussianMixtureScore refuses.
     """
-    exact = GaussianMixtureScore(_float64(weights), _float64(means), _float64(covs))
+    exact = GaussianMixtureScore(weights, means, covs)
     return MixtureToy("mixture", exact, {"n_components": exact.n_components})
 
 

@@ -1,5 +1,6 @@
 """Checkpoints: atomic writes, checked reads, bit-for-bit resume, models rebuilt from the registry."""
 
+import math
 import os
 from pathlib import Path
 
@@ -10,8 +11,8 @@ from torch import nn
 import diffsde.training.checkpoints as checkpoints
 from conftest import make_generator
 from diffsde.nets import EpsilonMLP
-from diffsde.training import (MODELS, CheckpointError, TrainConfig, TrainState, load_checkpoint, register_model,
-                              save_checkpoint, train)
+from diffsde.training import (MODELS, CheckpointError, TrainConfig, TrainState, build_model, load_checkpoint,
+                              register_model, save_checkpoint, state_shapes, train)
 from toy_training import gaussian_2d
 
 
@@ -297,3 +298,125 @@ def test_register_model_refuses_what_it_could_not_rebuild(tiny_registered):
     with pytest.raises(ValueError, match="another model class named 'TinyNet'"):
         register_model(Clash)
     assert MODELS["TinyNet"] is TinyNet
+
+
+# -- non-finite weights, unsafe advice, impossible sizes -------------------------------------------
+
+@pytest.mark.parametrize("entry, value", [("model", math.nan), ("ema", math.inf)])
+def test_non_finite_weights_are_refused_on_load(tmp_path, entry, value):
+    _, path = checkpoint_state(tmp_path)
+    rewrite(path, lambda c: c[entry]["blocks.0.weight"].view(-1)[3:5].fill_(value))  # a valid checksum
+    with pytest.raises(CheckpointError, match=rf"{entry} weight 'blocks.0.weight' \(2 of \d+ entries\) has NaN"):
+        load_checkpoint(path)
+
+
+def test_non_finite_weights_are_never_written(tmp_path):
+    state, path = checkpoint_state(tmp_path)
+    before = path.read_bytes()
+    with torch.no_grad():
+        state.ema_model.output.bias[0] = math.nan
+    with pytest.raises(ValueError, match="ema weight 'output.bias'.*left as it was"):
+        save_checkpoint(path, state)
+    assert path.read_bytes() == before and sorted(os.listdir(tmp_path)) == ["run.pt"]
+
+
+def _pickle_protocol_2(path):
+    import pickle
+
+    path.write_bytes(pickle.dumps({"format": Path("x")}, protocol=2))
+
+
+@pytest.mark.parametrize("damage", [
+    lambda p: torch.save(Path("x"), p),  # a Python object: torch's message suggests weights_only=False
+    lambda p: torch.save({"format": print}, p),  # a function
+    lambda p: p.write_bytes(b"not a checkpoint at all"),
+    lambda p: p.write_bytes(p.read_bytes()[:1000]),
+    lambda p: p.write_bytes(b""),
+    _pickle_protocol_2,
+    lambda p: torch.save({"a": Path("x")}, p, _use_new_zipfile_serialization=False),
+], ids=["object", "function", "garbage", "truncated", "empty", "plain-pickle", "legacy-format"])
+def test_corrupt_checkpoint_messages_never_suggest_unsafe_loading(tmp_path, damage):
+    _, path = checkpoint_state(tmp_path)
+    damage(path)
+    with pytest.raises(CheckpointError, match="not a readable checkpoint") as caught:
+        load_checkpoint(path)
+    chain, error = [], caught.value
+    while error is not None:  # what a traceback would print: the error and everything chained to it
+        chain.append(str(error))
+        error = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
+    text = "\n".join(chain)
+    for unsafe in ("weights_only", "safe_globals", "trust"):
+        assert unsafe not in text
+    assert "\n" not in str(caught.value) and "\x1b" not in str(caught.value)  # one plain line
+
+
+@pytest.mark.parametrize("hidden", [10**9, 10**10, 10**6])
+def test_a_config_asking_for_a_huge_model_is_refused_before_allocating(tmp_path, monkeypatch, hidden):
+    _, path = checkpoint_state(tmp_path)
+    rewrite(path, lambda c: c.update(model_config={**c["model_config"], "hidden": hidden}))
+
+    def no_allocation(*args, **kwargs):
+        raise AssertionError("a layer was built")
+
+    monkeypatch.setattr(nn.Linear, "__init__", no_allocation)
+    with pytest.raises(CheckpointError) as caught:
+        load_checkpoint(path)
+    message = str(caught.value)
+    assert "\n" not in message
+    # Depth 3, embed 32, d = 2: blocks (2h + h) + 2 (h^2 + h), time projections 3 * 32 h, output 2h + 2.
+    count = 2 * hidden**2 + (3 + 2 + 3 * 32 + 2) * hidden + 2
+    assert f"asks for EpsilonMLP weights of {count:,} parameters" in message and "stores" in message
+
+
+def test_a_registered_class_is_sized_on_the_meta_device(tmp_path, tiny_registered):
+    _, path = tiny_run(tmp_path)
+    rewrite(path, lambda c: c.update(model_config={"dim": 2, "width": 10**12}))
+    with pytest.raises(CheckpointError, match=f"asks for TinyNet weights of {(3 + 1) * 10**12 + 2 * (10**12 + 1):,} "
+                                              f"parameters"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("config", [{"dim": 2, "hidden": 8, "depth": 1, "embed_dim": 4}, {"dim": 3, "hidden": 16},
+                                    {"dim": 1, "hidden": 5, "depth": 4, "embed_dim": 2}])
+def test_state_shapes_are_those_of_the_built_model(config):
+    built = {name: tuple(value.shape) for name, value in EpsilonMLP(**config).state_dict().items()}
+    assert state_shapes(EpsilonMLP, config) == built
+    assert state_shapes("EpsilonMLP", config) == built
+
+
+def test_build_model_refuses_a_model_larger_than_memory_naming_its_size():
+    with pytest.raises(MemoryError, match=r"EpsilonMLP\(dim=2, hidden=1000000\) with 2,000,10\d,\d{3},\d{3} "
+                                          r"parameters needs 8 TB .*more than"):
+        build_model(EpsilonMLP, {"dim": 2, "hidden": 10**6})
+    torch.manual_seed(0)
+    model = build_model("EpsilonMLP", {"dim": 2, "hidden": 8})
+    torch.manual_seed(0)
+    reference = EpsilonMLP(2, hidden=8)
+    assert isinstance(model, EpsilonMLP) and model.config == reference.config
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), reference.state_dict().values()))
+
+
+class ReadsAValue(TinyNet):
+    """A constructor that reads a tensor's value, which the meta device cannot give."""
+
+    def __init__(self, dim: int, width: int = 8):
+        super().__init__(dim, width)
+        self.gain = float(torch.ones(()).item())
+
+
+def test_a_class_that_cannot_be_sized_on_the_meta_device_still_loads(tmp_path):
+    register_model(ReadsAValue)
+    try:
+        torch.manual_seed(4)
+        path = tmp_path / "reads.pt"
+        train(ReadsAValue(2, width=6), gaussian_2d(), TrainConfig(steps=4, batch_size=16, warmup_steps=1),
+              checkpoint_path=path)
+        with pytest.raises(NotImplementedError, match="meta device"):
+            state_shapes(ReadsAValue, {"dim": 2, "width": 6})
+        assert type(load_checkpoint(path).build_model()) is ReadsAValue
+        assert type(build_model(ReadsAValue, {"dim": 2, "width": 6})) is ReadsAValue
+        rewrite(path, lambda c: c.update(model_config={"dim": 2, "width": 7}))
+        with pytest.raises(CheckpointError, match="shapes"):
+            load_checkpoint(path)
+    finally:
+        MODELS.pop("ReadsAValue")

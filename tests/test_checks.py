@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from diffsde._checks import (ArgumentTypeError, check_bool, check_choice, check_data, check_int, check_real,
-                             check_spd, check_symmetric, check_time, real_float64)
+from diffsde._checks import (ArgumentTypeError, check_bool, check_choice, check_data, check_int, check_output,
+                             check_positive, check_real, check_spd, check_symmetric, check_time, real_float64)
 
 
 def test_check_int_accepts_integral_numbers_and_returns_python_ints():
@@ -133,3 +133,53 @@ def test_existing_checks_follow_the_same_policy():
     with pytest.raises(ArgumentTypeError, match="mean must be a vector, got str"):
         real_float64("abc", "mean", "a vector")
     assert real_float64([1, 2], "mean", "a vector").dtype == torch.float64
+
+
+def test_python_numbers_are_read_in_float64_and_tensors_keep_their_values():
+    # A list goes straight to float64: 0.1 stays the double 0.1, not float32's 0.10000000149.
+    assert real_float64([0.1, 1 - 1e-9], "mean", "a vector").tolist() == [0.1, 1 - 1e-9]
+    assert real_float64([[10.05, 0]], "grid", "times").tolist() == [[10.05, 0.0]]
+    assert real_float64(0.1, "x", "a number").item() == 0.1
+    # A float32 tensor or array keeps its own (float32) values, converted exactly.
+    as_float32 = float(np.float32(0.1))
+    assert real_float64(torch.tensor([0.1], dtype=torch.float32), "m", "v").item() == as_float32
+    assert real_float64(np.array([0.1], dtype=np.float32), "m", "v").item() == as_float32
+    with pytest.raises(ArgumentTypeError, match="m must be real, got dtype torch.bool"):
+        real_float64([True, False], "m", "a vector")
+    with pytest.raises(ArgumentTypeError, match="m must be real, got dtype torch.complex"):
+        real_float64([1j, 0.5], "m", "a vector")
+
+
+@pytest.mark.parametrize("value, message", [
+    (0.0, r"^var must be in \(0, inf\), got 0.0$"),
+    (-1, r"^var must be in \(0, inf\), got -1$"),
+    (math.nan, r"^var must be in \(0, inf\), got nan$"),
+    (math.inf, r"^var must be in \(0, inf\), got inf$"),
+    (torch.tensor([1.0, 0.0, 2.0]), r"^var must be in \(0, inf\), got 0.0$"),
+    (torch.tensor([[1.0], [-0.5]]), r"^var must be in \(0, inf\), got -0.5$"),
+    (torch.tensor(math.nan), r"^var must be in \(0, inf\), got nan$"),
+])
+def test_check_positive_refuses_what_is_not_a_positive_finite_scale(value, message):
+    with pytest.raises(ValueError, match=message):
+        check_positive(value, "var")
+
+
+def test_check_positive_accepts_positive_numbers_and_tensors_and_refuses_other_types():
+    check_positive(0.5, "var")
+    check_positive(torch.tensor([1e-300, 2.0], dtype=torch.float64), "var")
+    with pytest.raises(ArgumentTypeError, match="var must be a real number"):
+        check_positive("1", "var")
+    with pytest.raises(ArgumentTypeError, match="var must be a real number or a real tensor"):
+        check_positive(torch.tensor([1j]), "var")
+
+
+def test_check_output_names_the_expected_and_the_received_shape():
+    x = torch.zeros(4, 2)
+    out = torch.ones(4, 2)
+    assert check_output(out, x, "score") is out
+    with pytest.raises(ValueError, match=r"^score must return x's shape \(4, 2\), got shape \(4, 1\)$"):
+        check_output(torch.zeros(4, 1), x, "score")
+    with pytest.raises(ValueError, match=r"^score must return x's shape \(4, 2\), got shape \(2,\)$"):
+        check_output(torch.zeros(2), x, "score")
+    with pytest.raises(ValueError, match=r"score must return a tensor of x's shape \(4, 2\), got list"):
+        check_output([[0.0, 0.0]] * 4, x, "score")

@@ -12,9 +12,12 @@ import pytest
 import torch
 
 from conftest import DEVICES
-from diffsde import cli, demo, plots, toys
-from diffsde._table import format_table
-from diffsde.demo import DEMO_COLUMNS, DEMO_METHODS, DemoReport, DemoSettings, judge, run_demo, write_report
+from diffsde import BetaSchedule, cli, demo, plots, toys
+from diffsde._output import MANIFEST
+from diffsde.demo import (DEMO_COLUMNS, DEMO_METHODS, DEMO_T_MIN, FLOOR_DRAWS, DemoReport, DemoSettings, demo_grid,
+                          demo_table, judge, noise_floor, run_demo, write_report)
+from diffsde.studies import StudyResult
+from diffsde.studies.estimators import mean_and_se
 
 FIGURES = ["alpha_bar.png", "densities.png", "error_vs_nfe.png", "loss.png", "paths.png", "samples_exact.png",
            "samples_learned.png"]
@@ -66,12 +69,23 @@ def test_run_demo_returns_the_report_and_writes_nothing(small):
     for row in report.rows:
         for column in METRICS:
             assert math.isfinite(row[column]) and row[column] >= 0
-    assert report.table == format_table(report.rows, DEMO_COLUMNS)
+    # Every run reports the steps asked for (n) and those its grid takes above t_min (steps).
+    grid = demo_grid(report.settings.steps)
+    assert all((row["n"], row["steps"]) == (report.settings.steps, grid.n) for row in report.rows[:-1])
+    assert report.metrics["settings"]["grid_steps"] == grid.n
+    # The noise floor is a mean ± standard error over FLOOR_DRAWS draws, and the table shows it so.
+    floor = report.rows[-1]
+    assert floor["draws"] == FLOOR_DRAWS
+    assert all(math.isfinite(floor[f"{column}_se"]) and floor[f"{column}_se"] > 0 for column in METRICS)
+    assert report.table == demo_table(report.rows)
+    assert report.table.splitlines()[-1].count("±") == len(METRICS)
+    assert "±" not in "\n".join(report.table.splitlines()[:-1])
     assert report.metrics["rows"] is report.rows and report.metrics["columns"] == DEMO_COLUMNS
     assert report.metrics["settings"]["device"] == str(report.settings.device)
     assert sorted(report.sweep) == ["exact", "learned"]
     for name, result in report.sweep.items():
         assert report.metrics["sweep"][name] == result.to_dict()
+        assert math.isfinite(result.meta["floor"]["se"])  # one repeat, but a floor of several draws
         assert sorted({row["n"] for row in result.rows}) == list(demo.SMALL_SIZES["sweep"])
     # The markdown holds the table, the sweep's tables and a link to every figure; no checkpoint was written.
     assert list(report.figures) == FIGURES
@@ -107,8 +121,9 @@ def test_the_cli_writes_exactly_what_write_report_writes_and_the_same_seed_repea
     out = capsys.readouterr().out
     (by_cli,) = made
     write_report(by_cli, tmp_path / "lib")
-    # Every file the command wrote is the one write_report writes, byte for byte; training added the checkpoint.
-    assert files_under(tmp_path / "cli") == sorted(files_under(tmp_path / "lib") + ["checkpoint.pt"])
+    # Every file the command wrote is the one write_report writes, byte for byte; training added the
+    # checkpoint, and the output folder its manifest (the mark of a folder diffsde wrote).
+    assert files_under(tmp_path / "cli") == sorted(files_under(tmp_path / "lib") + ["checkpoint.pt", MANIFEST])
     for name in files_under(tmp_path / "lib"):
         assert (tmp_path / "cli" / name).read_bytes() == (tmp_path / "lib" / name).read_bytes(), name
     # Training wrote the checkpoint into the temporary folder that was then renamed to --out.
@@ -126,7 +141,7 @@ def test_the_cli_writes_exactly_what_write_report_writes_and_the_same_seed_repea
 
 @pytest.mark.parametrize("field, value, error, fragment", [
     ("seed", -1, ValueError, "seed must be an int >= 0"),
-    ("steps", 20, ValueError, "steps must be an int >= 21"),
+    ("steps", 0, ValueError, "steps must be an int >= 1"),
     ("n_samples", 8, ValueError, "n_samples must be an int >= 16"),
     ("train_steps", 1.5, TypeError, "train_steps must be an int"),
     ("hidden", True, TypeError, "hidden must be an int"),
@@ -165,3 +180,63 @@ def test_judge_is_zero_for_identical_samples_and_names_its_distances(device):
     assert set(judge(x, x, None, 0.01)) == {"sw2", "mmd", "energy"}
     gaussian = toys.gaussian().exact_score
     assert "mode_tv" not in judge(x, x, gaussian, 0.01)
+
+
+def test_the_demo_grid_keeps_the_linear_grid_and_respaces_coarse_ones():
+    # From 21 steps the demo keeps the grid it always had, bit for bit: linear(steps) cut at the
+    # first time >= t_min (250 steps keep 248: t_1 = 4e-4 and t_2 = 1.12e-3).
+    for steps in (21, 250):
+        grid, before = demo_grid(steps), BetaSchedule.linear(steps).grid(t_min=DEMO_T_MIN)
+        for name in ("times", "betas", "alpha_bars"):
+            assert torch.equal(getattr(grid, name), getattr(before, name))
+    assert demo_grid(250).n == 248
+    # Below 21, linear(steps) has β >= 1: the 1000-step linear rate respaced, all steps kept, ending at t_min.
+    for steps in (1, 5, 20):
+        grid = demo_grid(steps)
+        assert (grid.n, grid.t_min) == (steps, DEMO_T_MIN) and float(grid.betas.max()) < 1
+        assert grid.T == BetaSchedule.linear(1000).T
+    DemoSettings(steps=5)  # accepted
+    with pytest.raises(ValueError, match="steps must be an int >= 1"):
+        demo_grid(0)
+
+
+def test_the_noise_floor_is_a_mean_and_standard_error_over_independent_draws():
+    toy = toys.ring()
+    t = 0.01
+    truth = demo.reference_samples(toy, 200, t, torch.Generator().manual_seed(1))
+    floor = noise_floor(toy, truth, t, torch.Generator().manual_seed(2), draws=4)
+    # The same draws, one by one, from the same generator: the floor is their mean ± standard error,
+    # and its first draw is the single draw the demo's floor row used to be.
+    generator = torch.Generator().manual_seed(2)
+    draws = [judge(demo.reference_samples(toy, 200, t, generator), truth, toy.exact_score, t) for _ in range(4)]
+    for key in draws[0]:
+        assert (floor[key], floor[f"{key}_se"]) == mean_and_se([draw[key] for draw in draws])
+    assert floor["draws"] == 4 and floor["sw2_se"] > 0
+    with pytest.raises(ValueError, match="draws must be an int >= 2"):
+        noise_floor(toy, truth, t, generator, draws=1)
+
+
+def test_the_table_shows_standard_errors_where_a_row_has_them():
+    rows = [{"score": "exact", "method": "em", "n": 250, "steps": 248, "nfe": 248, "sw2": 0.125, "time_s": 0.5},
+            {"score": "-", "method": "exact samples", "n": 0, "steps": 0, "nfe": 0, "sw2": 0.14, "sw2_se": 0.0256,
+             "time_s": 0.0}]
+    lines = demo_table(rows).splitlines()
+    assert [cell.strip() for cell in lines[0].split("|")[1:-1]] == DEMO_COLUMNS
+    assert "0.125 " in lines[2] and "±" not in lines[2]
+    assert "0.14 ± 0.026" in lines[3]
+
+
+def test_error_se_series_gives_the_plots_their_error_bars():
+    result = StudyResult("comparison", [
+        {"method": "em", "n": 5, "nfe": 5, "error": 1.0, "error_se": 0.1},
+        {"method": "em", "n": 10, "nfe": 10, "error": 0.5, "error_se": 0.05},
+        {"method": "ode-euler", "n": 5, "nfe": 5, "error": 1.2, "error_se": math.nan}])  # one repeat: no SE
+    assert demo.error_se_series(result) == {"em": [0.1, 0.05]}
+    assert demo.nfe_series(result) == {"em": ([5, 10], [1.0, 0.5]), "ode-euler": ([5], [1.2])}
+
+
+def test_demo_grid_takes_any_t_min():
+    # The sample command's linear grid: the same rule at its --t-min.
+    assert torch.equal(demo_grid(100, 0.05).times, BetaSchedule.linear(100).grid(t_min=0.05).times)
+    coarse = demo_grid(4, 0.05)
+    assert (coarse.n, coarse.t_min) == (4, 0.05)

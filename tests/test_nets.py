@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from diffsde.nets import EpsilonMLP, TimeEmbedding, log_snr
+from diffsde.nets import EpsilonMLP, TimeEmbedding, log_snr, time_bounds
 from diffsde.scores import EpsilonScore
 
 
@@ -119,3 +119,33 @@ def test_a_non_int_size_is_a_type_error_too():
         EpsilonMLP(2, hidden=2.5)
     with pytest.raises(ValueError, match=r"embed_dim must be an even int >= 2, got 31"):
         EpsilonMLP(2, embed_dim=31)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_outputs_are_finite_for_every_finite_time(device, dtype):
+    # Times below time_bounds round to 0 in the dtype (λ = +inf) and times above overflow a
+    # float32 tensor (t = 1e300) or λ ω (its phases are noise anyway): both are read as the
+    # nearer bound, so such a t gives exactly the output at that bound.
+    torch.manual_seed(0)
+    model = EpsilonMLP(2, hidden=16).to(device=device, dtype=dtype)
+    torch.nn.init.normal_(model.output.weight)
+    x = torch.randn(3, 2, device=device, dtype=dtype)
+    low, high = time_bounds(dtype)
+    for t in [t for t in (1e-46, 1e-320, 5e-324) if t < low]:
+        assert torch.equal(model(x, t), model(x, low))
+    for t in (1e300, 1.7e308):
+        assert torch.equal(model(x, t), model(x, high))
+    out = model(x, torch.tensor([1e300, 1e-300, 0.5], dtype=torch.float64, device=device))
+    assert bool(torch.isfinite(out).all())
+    assert torch.equal(out, model(x, torch.tensor([high, max(1e-300, low), 0.5], dtype=dtype, device=device)))
+
+
+def test_embedding_is_unchanged_inside_its_time_bounds(device):
+    embedding = TimeEmbedding().to(device)
+    t = torch.logspace(-37, 6, 200, dtype=torch.float32, device=device)  # inside [1.2e-38, 8.4e6]
+    angles = log_snr(t).unsqueeze(-1) * embedding.frequencies
+    assert torch.equal(embedding(t), torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1))
+    # At and beyond the ends (0 included: λ(0) = +inf) the features stay finite.
+    ends = torch.tensor([0.0, 1e-45, float("inf")], device=device)
+    assert bool(torch.isfinite(embedding(ends)).all())
+    assert time_bounds(torch.float32) == (torch.finfo(torch.float32).tiny, 2.0**23)

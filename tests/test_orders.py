@@ -50,6 +50,9 @@ def test_order_fit_interval_has_its_coverage():
     (lambda: order_fit([10, 20, 40], [1.0, 0.5]), ValueError, "equal length"),
     (lambda: order_fit([10, 20], [1.0, 0.0]), ValueError, "positive"),
     (lambda: order_fit([10, 20, 40], [1.0, 0.5, 0.2], confidence=1.5), ValueError, "confidence"),
+    # One n repeated has no spread in log n: no slope (numpy warned and returned nonsense before).
+    (lambda: fit_order([100, 100, 100], [0.1, 0.2, 0.3]), ValueError, "two different step counts"),
+    (lambda: order_fit([100, 100], [0.1, 0.2]), ValueError, "two different step counts"),
 ])
 def test_bad_input_is_refused_clearly(call, error, match):
     with pytest.raises(error, match=match):

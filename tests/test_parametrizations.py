@@ -199,3 +199,38 @@ def test_coefficients_are_the_ous():
     times = torch.tensor([1e-8, 0.3, 5.0], dtype=torch.float64)
     assert torch.equal(noise_std(times), torch.sqrt(-torch.expm1(-times)))
     assert isinstance(noise_std(1), float) and isinstance(signal_scale(torch.tensor(1.0)), torch.Tensor)
+
+
+@pytest.mark.parametrize("adapter, name", [(EpsilonScore, "eps_model"), (DataScore, "data_model"),
+                                           (VelocityScore, "velocity_model")])
+@pytest.mark.parametrize("t", [0.5, torch.full((4,), 0.5)])
+def test_a_model_of_the_wrong_shape_is_refused_not_broadcast(adapter, name, t):
+    # (4, 1) would broadcast against x (4, 2) into a (4, 2) score of the wrong values.
+    score = adapter(lambda x, t: x[:, :1])
+    with pytest.raises(ValueError, match=rf"^{name} must return x's shape \(4, 2\), got shape \(4, 1\)$"):
+        score(torch.ones(4, 2), t)
+    with pytest.raises(ValueError, match=rf"{name} must return a tensor of x's shape \(4, 2\), got float"):
+        adapter(lambda x, t: 0.0)(torch.ones(4, 2), t)
+
+
+@pytest.mark.parametrize("inverse", [EpsilonFromScore, DataFromScore, VelocityFromScore])
+def test_a_score_of_the_wrong_shape_is_refused_by_the_predictors(inverse):
+    with pytest.raises(ValueError, match=r"^score must return x's shape \(4, 2\), got shape \(2,\)$"):
+        inverse(lambda x, t: x[0])(torch.ones(4, 2), 0.5)
+
+
+@pytest.mark.parametrize("coefficient", [signal_scale, noise_variance, noise_std])
+@pytest.mark.parametrize("t, got", [(-1, "-1"), (-0.1, "-0.1"), (torch.tensor([0.5, -2.0]), "-2"),
+                                    (math.nan, "NaN")])
+def test_coefficients_refuse_negative_times(coefficient, t, got):
+    with pytest.raises(ValueError, match=rf"^t must be in \[0, inf\), got {got}$"):
+        coefficient(t)
+
+
+@pytest.mark.parametrize("sigma, got", [(0, "0"), (-0.5, "-0.5"), (math.nan, "nan"), (math.inf, "inf"),
+                                        (torch.tensor([[1.0], [0.0]]), "0.0")])
+def test_score_from_epsilon_refuses_a_noise_scale_outside_zero_to_inf(sigma, got):
+    with pytest.raises(ValueError, match=rf"^sigma must be in \(0, inf\), got {got}$"):
+        score_from_epsilon(torch.ones(2, 2), sigma)
+    assert torch.equal(score_from_epsilon(torch.ones(2, 2), torch.tensor([[2.0], [4.0]])),
+                       -torch.tensor([[0.5, 0.5], [0.25, 0.25]]))

@@ -209,3 +209,121 @@ def _umask() -> int:
 def test_bad_inputs_raise_clear_errors(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+# -- readable at a glance (issue 11, item 25) ------------------------------------------------------
+
+def test_a_non_finite_order_is_left_out_of_the_legend():
+    ns = np.array([10.0, 20.0, 40.0])
+    (ax,) = plots.convergence({"pc": (ns, [0.2, 0.17, 0.26]), "one": ([10.0], [0.1]), "em": (ns, 1 / ns)},
+                              orders={"pc": math.nan}).axes
+    labels = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert labels == ["pc", "one", "em (p = 1.00)"]
+    assert not any("nan" in label for label in labels)
+
+
+def density_images(figure):
+    return [ax.images[0] for ax in visible_axes(figure)]
+
+
+def test_density_panels_share_one_colour_scale_shown_by_a_colour_bar():
+    ring, times = toys.ring(), [0.0, 1.0, 3.0]
+    figure = plots.marginal_densities(ring, times, limits=(-6.0, 6.0), resolution=41)
+    images = density_images(figure)
+    top = max(float(image.get_array().max()) for image in images)
+    assert all(image.get_clim() == (0.0, top) for image in images)  # one scale, from 0 to the largest density
+    bars = [image.colorbar for image in images if image.colorbar is not None]
+    assert len(bars) == 1 and bars[0].vmin == 0.0 and bars[0].vmax == top and "p_t" in bars[0].ax.get_ylabel()
+    axes = visible_axes(figure)
+    assert [ax.get_xlabel() for ax in axes] == ["$x_1$"] * 3 and axes[0].get_ylabel() == "$x_2$"
+    assert len(axes[0].get_xticks()) > 1  # the panels have axes with ticks
+
+
+def test_density_panels_on_their_own_scales_say_so():
+    figure = plots.marginal_densities(toys.ring(), [0.0, 3.0], resolution=41, shared_scale=False)
+    for ax, image in zip(visible_axes(figure), density_images(figure)):
+        assert image.get_clim() == (0.0, float(image.get_array().max()))
+        assert image.colorbar is not None and ax.get_title().endswith("(own scale)")
+
+
+def test_the_truth_is_drawn_over_the_samples_and_named(points):
+    figure = plots.samples_vs_truth({"a": points}, points + 0.1)
+    (ax,) = visible_axes(figure)
+    truth, samples = ax.collections
+    assert truth.get_zorder() > samples.get_zorder()  # drawn last: never hidden under the samples
+    assert len(truth.get_facecolors()) == 0 or truth.get_facecolors()[0][3] == 0  # rings: the samples show through
+    (legend,) = figure.legends
+    assert [text.get_text() for text in legend.get_texts()] == ["exact samples", "samples"]
+
+
+def error_bar_extents(container) -> np.ndarray:
+    """(low, high) of each vertical error bar of an ErrorbarContainer."""
+    (bars,) = container.lines[2]
+    return np.array([[segment[0][1], segment[1][1]] for segment in bars.get_segments()])
+
+
+def test_convergence_draws_error_bars_and_a_floor_band():
+    ns = np.array([10.0, 20.0, 40.0])
+    errors = np.array([0.3, 0.15, 0.02])
+    se = np.array([0.03, 0.01, 0.05])  # the last bar would reach below 0
+    (ax,) = plots.convergence({"m": (ns, errors), "n": (ns, 2 * errors)}, se={"m": se}, floor=0.01,
+                              floor_se=0.002).axes
+    (container,) = ax.containers  # only the series given standard errors gets bars
+    np.testing.assert_allclose(container.lines[0].get_ydata(), errors)
+    # Bars are y ± se, except that a log axis cannot show 0: a bar reaching it stops at y / 10.
+    expected = np.stack([np.maximum(errors - se, errors / 10), errors + se], axis=1)
+    np.testing.assert_allclose(error_bar_extents(container), expected, rtol=1e-12)
+    (band,) = ax.patches
+    assert (band.get_y(), band.get_y() + band.get_height()) == pytest.approx((0.008, 0.012))
+    assert "noise floor ± SE" in [text.get_text() for text in ax.get_legend().get_texts()]
+
+
+def test_error_vs_nfe_keeps_standard_errors_with_their_points():
+    figure = plots.error_vs_nfe({"m": ([40, 10, 20], [0.1, 0.4, 0.2])}, se={"m": [0.01, 0.04, 0.02]},
+                                compare={"m": ([10, 20], [0.3, 0.1])}, compare_se={"m": [0.05, 0.01]})
+    (ax,) = figure.axes
+    main, other = ax.containers
+    np.testing.assert_allclose(error_bar_extents(main), [[0.36, 0.44], [0.18, 0.22], [0.09, 0.11]], rtol=1e-12)
+    np.testing.assert_allclose(error_bar_extents(other), [[0.25, 0.35], [0.09, 0.11]], rtol=1e-12)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"se": {"m": [0.1]}}, "1 standard errors for 2 points"),
+    ({"se": {"x": [0.1, 0.1]}}, "label 'x'"),
+    ({"se": {"m": [0.1, -0.1]}}, ">= 0"),
+    ({"se": {"m": [0.1, math.nan]}}, "finite"),
+    ({"floor_se": 0.1}, "floor_se needs a floor"),
+    ({"floor": 0.1, "floor_se": -1.0}, "floor_se"),
+])
+def test_bad_standard_errors_are_refused(kwargs, match):
+    for plot in (plots.convergence, plots.error_vs_nfe):
+        with pytest.raises(ValueError, match=match):
+            plot({"m": ([10, 20], [0.2, 0.1])}, **kwargs)
+
+
+@pytest.mark.parametrize("make, x_labels", [
+    (lambda: plots.convergence({"a": ([25, 50, 100, 200, 400], [0.05, 0.025, 0.012, 0.006, 0.003]),
+                                "b": ([25, 50, 100, 200, 400], [5e-3, 1.2e-3, 3e-4, 7e-5, 1.8e-5])}),
+     ["25", "50", "100", "200", "400"]),  # a sweep's step counts, written plainly
+    (lambda: plots.error_vs_nfe({"a": ([24, 49, 99], [0.16, 0.114, 0.137]),
+                                 "b": ([48, 98, 198], [0.113, 0.114, 0.114])}, floor=0.145), None),
+    (lambda: plots.convergence({"a": ([10, 12, 14, 16], [0.5, 0.45, 0.42, 0.4])}), None),
+], ids=["step-counts", "nfe-narrow-errors", "narrow-both"])
+def test_log_axis_tick_labels_never_overlap(make, x_labels):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    figure = make()
+    FigureCanvasAgg(figure).draw()
+    renderer = figure.canvas.get_renderer()
+    (ax,) = figure.axes
+    for axis, (start, end) in ((ax.xaxis, (0, 2)), (ax.yaxis, (1, 3))):
+        low, high = sorted(axis.get_view_interval())
+        ticks = sorted(axis.get_major_ticks() + axis.get_minor_ticks(), key=lambda tick: tick.get_loc())
+        labels = [tick.label1 for tick in ticks  # every label drawn, major or minor
+                  if low <= tick.get_loc() <= high and tick.label1.get_visible() and tick.label1.get_text()]
+        assert len(labels) >= 2  # the axis can be read: at least two labelled values
+        boxes = sorted((label.get_window_extent(renderer).extents for label in labels), key=lambda box: box[start])
+        for before, after in zip(boxes, boxes[1:]):
+            assert before[end] < after[start]  # each label ends before the next begins
+        if axis is ax.xaxis and x_labels is not None:
+            assert [label.get_text() for label in labels] == x_labels

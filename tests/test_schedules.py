@@ -167,3 +167,156 @@ def test_the_named_schedules():
 def test_bad_arguments_name_the_argument_and_the_range(call, error, message):
     with pytest.raises(error, match=message):
         call()
+
+
+# -- precision: lists and floats are float64, the schedule's arithmetic stays float64 ---------------
+
+def test_lists_and_floats_are_read_as_float64():
+    # 10.05 rounded through float32 is 10.050000190734863; read as float64 it is 10.05 itself.
+    assert TimeGrid.from_times([10.05, 0]).T == 10.05
+    # 1 + 1e-12 and 1 are one float32 number but two float64 ones: a valid, strictly decreasing grid.
+    grid = TimeGrid.from_times([1 + 1e-12, 1, 0])
+    assert grid.n == 2 and float(grid.betas[0]) == pytest.approx(1e-12, rel=1e-3)
+    assert BetaSchedule([0.1, 0.2]).betas.tolist() == [0.1, 0.2]
+    # A tensor keeps its own values (a float32 10.05 stays that float32 number, converted exactly).
+    single = torch.tensor([10.05, 0.0], dtype=torch.float32)
+    assert TimeGrid.from_times(single).T == float(single[0]) != 10.05
+    assert BetaSchedule(torch.tensor([0.1], dtype=torch.float32)).betas.tolist() == [float(torch.tensor(0.1))]
+
+
+def test_a_half_precision_schedule_keeps_its_float64_grid_and_arithmetic(device):
+    schedule = BetaSchedule.linear(10000)
+    for dtype in (torch.float16, torch.bfloat16, torch.float32):
+        moved = schedule.to(device, dtype)
+        assert moved.betas.dtype == dtype and moved.betas.device.type == device.type
+        # float16 would round 3,554 of these 10,000 steps to zero length; the grid is the float64 one.
+        grid, reference = moved.grid(t_min=1e-3), schedule.grid(t_min=1e-3)
+        for name in ("times", "betas", "alpha_bars"):
+            assert getattr(grid, name).dtype == torch.float64
+            assert torch.equal(getattr(grid, name), getattr(reference, name)), name
+        assert bool((grid.times[:-1] > grid.times[1:]).all())
+        assert moved.T == schedule.T and moved.n == schedule.n
+        assert torch.equal(moved.refine(2).betas, schedule.refine(2).betas)
+        assert torch.equal(moved.respaced(10).betas, schedule.respaced(10).betas)
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.bool, torch.complex64])
+def test_to_refuses_dtypes_that_cannot_hold_a_beta(dtype):
+    schedule = BetaSchedule.linear(100)
+    with pytest.raises(TypeError, match="dtype must be a floating-point torch.dtype"):
+        schedule.to(dtype)  # as Tensor.to, a dtype may come first
+    with pytest.raises(TypeError, match="dtype must be a floating-point torch.dtype"):
+        schedule.to(dtype=dtype)
+
+
+def test_to_takes_a_dtype_first_like_tensor_to():
+    moved = BetaSchedule.linear(100).to(torch.float32)
+    assert moved.betas.dtype == torch.float32 and moved.betas.device.type == "cpu"
+
+
+# -- respacing ------------------------------------------------------------------------------
+
+def diffusers_timesteps(big_n: int, n: int, spacing: str) -> np.ndarray:
+    """diffusers' ``set_timesteps`` (DDPMScheduler / DDIMScheduler, steps_offset = 0), ascending."""
+    if spacing == "linspace":
+        steps = np.linspace(0, big_n - 1, n).round()
+    elif spacing == "leading":
+        steps = np.arange(0, n) * (big_n // n)
+    else:
+        steps = np.round(np.arange(big_n, 0, -big_n / n)) - 1
+    return np.sort(steps.astype(np.int64))
+
+
+@pytest.mark.parametrize("spacing", ["trailing", "linspace", "leading"])
+@pytest.mark.parametrize("n", [1, 2, 5, 10, 20, 50, 250])
+def test_respaced_keeps_the_alpha_bars_diffusers_keeps(spacing, n):
+    parent = BetaSchedule.linear(1000)
+    respaced = parent.respaced(n, spacing)
+    # diffusers' timestep t is ᾱ after t + 1 steps (its alphas_cumprod[t]); its chain ends at ᾱ = 1.
+    index = np.concatenate([[0], diffusers_timesteps(1000, n, spacing) + 1])
+    assert respaced.n == n and np.all(np.diff(index) > 0)
+    for name in ("times", "exact_times", "alpha_bars"):  # the parent's points, on the parent's time axis
+        assert torch.equal(getattr(respaced, name), getattr(parent, name)[index]), name
+    assert bool(((respaced.betas > 0) & (respaced.betas < 1)).all())
+    # β' = 1 - ᾱ_{k_{i+1}} / ᾱ_{k_i}. It is computed from τ differences, each exact to the rounding
+    # of the parent's cumulative sums (~1000 ulps of τ <= 10.05, ~2e-12 absolute), and 1 - β'
+    # rounds to one ulp of 1: so |(1 - β') ᾱ_k - ᾱ_k'| <= (2e-12 + EPS64 / (1 - β')) ᾱ_k'.
+    ratio = respaced.alpha_bars[1:] / respaced.alpha_bars[:-1]
+    bound = 2e-12 + EPS64 / ratio
+    assert bool((((1 - respaced.betas) - ratio).abs() <= bound * ratio).all())
+    # T is kept exactly when the last kept index is the parent's last (trailing; linspace for n >= 2).
+    assert (respaced.T == parent.T) == (index[-1] == 1000) == (spacing == "trailing" or
+                                                                (spacing == "linspace" and n >= 2))
+
+
+def test_respaced_is_valid_where_the_linear_schedule_is_not():
+    # linear(n) needs n >= 21 (β_max = 20 / n); the respaced 1000-step rate has β' = 1 - ᾱ_k'/ᾱ_k < 1 for every n.
+    parent = BetaSchedule.linear(1000)
+    for n in range(1, 21):
+        respaced = parent.respaced(n)
+        assert respaced.n == n and respaced.T == parent.T
+        assert float(respaced.betas.max()) < 1
+        # trailing: the kept indices are round(1000 i / n), evenly spaced from 0 to 1000.
+        expected = [round(1000 * i / n) for i in range(n + 1)]
+        assert torch.equal(respaced.times, parent.times[expected])
+    one = parent.respaced(1)
+    assert float(one.betas[0]) == pytest.approx(1 - float(parent.alpha_bars[-1]), rel=1e-12)
+    # Respacing to every index gives the schedule back (β' from τ differences: ~1e-11 relative for β = 1e-4).
+    assert torch.allclose(parent.respaced(1000).betas, parent.betas, rtol=1e-10, atol=0)
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda: BetaSchedule.linear(100).respaced(0), ValueError, r"n must be an int in \[1, 100\], got 0"),
+    (lambda: BetaSchedule.linear(100).respaced(101), ValueError, r"n must be an int in \[1, 100\], got 101"),
+    (lambda: BetaSchedule.linear(100).respaced(5.0), TypeError, "n must be an int"),
+    (lambda: BetaSchedule.linear(100).respaced(5, "even"), ValueError, "spacing must be one of"),
+    (lambda: BetaSchedule.linear(100).respaced(5).refine(2), ValueError, "respaced schedule keeps its parent's"),
+    (lambda: BetaSchedule.linear(10), ValueError, r"BetaSchedule.linear\(1000\).respaced\(10\)"),
+])
+def test_bad_respacing_is_refused_clearly(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+# -- grids that end exactly at t_min ----------------------------------------------------------
+
+def test_a_grid_can_end_exactly_at_t_min():
+    schedule = BetaSchedule.linear(250)  # t_1 = 4e-4 < 1e-3 < t_2 = 1.12e-3
+    cut = schedule.grid(1e-3)
+    grid = schedule.grid(1e-3, end_at_t_min=True)
+    assert (cut.n, cut.t_min) == (248, float(schedule.times[2]))
+    assert (grid.n, grid.t_min) == (249, 1e-3)
+    # Every point but the last is the schedule's, unchanged; the crossing step is cut, never lengthened.
+    for name in ("times", "betas", "alpha_bars"):
+        assert torch.equal(getattr(grid, name)[:-1], getattr(cut, name)), name
+    assert float(grid.times[-2] - grid.times[-1]) < float(schedule.betas[1])
+    # ᾱ_{i+1} = ᾱ_i (1 - β_i) along the grid as on the schedule: the cut step's β = 1 - ᾱ_2 / ᾱ(t_min)
+    # (products of two float64 numbers: a few ulps).
+    assert torch.allclose(grid.alpha_bars[1:] * (1 - grid.betas), grid.alpha_bars[:-1], rtol=4 * EPS64, atol=0)
+    # log ᾱ is linear in t within the cut step: ᾱ(t_min) lies between ᾱ_1 and ᾱ_2 at the interpolated log.
+    fraction = (float(schedule.times[2]) - 1e-3) / float(schedule.betas[1])
+    log_expected = math.log(float(schedule.alpha_bars[2])) - fraction * math.log1p(-float(schedule.betas[1]))
+    assert math.log(float(grid.alpha_bars[-1])) == pytest.approx(log_expected, rel=1e-14)
+    # With exact times (log ᾱ = -τ), the interpolation gives ᾱ(t_min) = e^{-t_min}.
+    exact = schedule.grid(1e-3, exact_times=True, end_at_t_min=True)
+    assert exact.t_min == 1e-3 and float(exact.alpha_bars[-1]) == pytest.approx(math.exp(-1e-3), rel=4 * EPS64)
+
+
+def test_ending_at_a_schedule_time_changes_nothing():
+    schedule = BetaSchedule.linear(100)  # t_1 = β_0 = 0.1 / 100 = 1e-3 exactly
+    for t_min in (0.0, 1e-3):
+        plain, ended = schedule.grid(t_min), schedule.grid(t_min, end_at_t_min=True)
+        for name in ("times", "betas", "alpha_bars"):
+            assert torch.equal(getattr(plain, name), getattr(ended, name)), (t_min, name)
+    # A time within rounding of t_min (a refined schedule's cumulative sums) becomes t_min itself.
+    refined = schedule.refine(16).grid(1e-3, end_at_t_min=True)
+    assert refined.t_min == 1e-3 and refined.n == 16 * 99
+
+
+def test_a_coarse_respaced_grid_keeps_its_steps_down_to_t_min():
+    grid = BetaSchedule.linear(1000).respaced(1).grid(1e-3, end_at_t_min=True)
+    assert (grid.n, grid.T, grid.t_min) == (1, BetaSchedule.linear(1000).T, 1e-3)
+    with pytest.raises(ValueError, match="leaves no step"):
+        BetaSchedule.linear(100).grid(20.0, end_at_t_min=True)
+    with pytest.raises(TypeError, match="end_at_t_min must be a bool"):
+        BetaSchedule.linear(100).grid(0.0, end_at_t_min=1)

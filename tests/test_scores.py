@@ -191,3 +191,95 @@ def test_a_stack_of_covariances_names_the_bad_one():
     covs = [[[1.0, 0.0], [0.0, 1.0]], [[1.0, 0.0], [0.0, 1.0]], [[1.0, 2.0], [2.0, 1.0]]]
     with pytest.raises(ValueError, match=r"covs\[2\] must be positive definite"):
         GaussianMixtureScore([0.2, 0.3, 0.5], [[0.0, 0.0]] * 3, covs)
+
+
+def test_python_lists_are_read_in_float64():
+    # Lists and floats are float64 until the user asks otherwise: never rounded through float32.
+    assert GaussianScore([0.1], [[1.0]]).mean.item() == 0.1
+    mixture = GaussianMixtureScore([0.3, 0.7], [[0.1], [-0.2]], [[[0.9]], [[1.1]]])
+    assert mixture.means.flatten().tolist() == [0.1, -0.2] and mixture.covs.flatten().tolist() == [0.9, 1.1]
+    # Positive definite in float64 (eigenvalues 1e-9 and 2 - 1e-9); in float32 1 - 1e-9 rounds to 1.
+    nearly = GaussianScore([0, 0], [[1, 1 - 1e-9], [1 - 1e-9, 1]])
+    assert float(nearly.eigvals.min()) == pytest.approx(1e-9, rel=1e-6)
+    # A tensor keeps its own dtype's values (float32 0.1, converted exactly).
+    assert GaussianScore(torch.tensor([0.1]), torch.eye(1)).mean.item() == float(torch.tensor(0.1))
+
+
+@pytest.mark.parametrize("dtype, far", [(torch.float32, 1e20), (torch.float64, 1e155), (torch.float64, 1e300)])
+def test_mixture_score_stays_finite_far_from_the_data(device, dtype, far):
+    # Two components of covariance 0.25 I at (±4, 0); at t = 0.5, λ_t = e^{-½}/4 + 1 - e^{-½}.
+    # Far along +x the responsibility of (4, 0) is 1 (the log-odds are 2·4·2·far/λ_t), so the score
+    # is -(x - e^{-1/4} (4, 0)) / λ_t: -far / λ_t in the first coordinate, 0 in the second, up to
+    # the rounding of numbers of size far (relative 1e-6 in float32, 1e-15 in float64).
+    mixture = GaussianMixtureScore([0.5, 0.5], [[4.0, 0.0], [-4.0, 0.0]], [(0.25 * torch.eye(2)).tolist()] * 2)
+    lam = math.exp(-0.5) * 0.25 - math.expm1(-0.5)
+    x = torch.tensor([[far, 0.0], [0.0, -far]], dtype=dtype, device=device)
+    expected = torch.tensor([[-far / lam, 0.0], [0.0, far / lam]], dtype=dtype, device=device)
+    rtol = 1e-6 if dtype == torch.float32 else 1e-14
+    for t in (0.5, torch.tensor(0.5, dtype=dtype, device=device), torch.full((2,), 0.5, dtype=dtype, device=device)):
+        score = mixture.score(x, t)  # a float t takes the fast path, tensors the batched one
+        assert bool(torch.isfinite(score).all())
+        assert torch.allclose(score, expected, rtol=rtol, atol=rtol * far / lam)
+
+
+def test_log_prob_stays_finite_where_it_is_representable(device):
+    # log p_t(x) ≈ -½ q with q = |x - μ|² / λ_t of the nearest component; q overflows before
+    # ½ q does (float32 at |x| = 1.5e19: q ≈ 4e38 > 3.4e38 > ½ q; float64 at 1e154 likewise).
+    # The other terms are below the rounding of ½ q (relative 1e-6 in float32, 1e-14 in float64).
+    mixture = GaussianMixtureScore([0.5, 0.5], [[4.0, 0.0], [-4.0, 0.0]], [(0.25 * torch.eye(2)).tolist()] * 2)
+    lam = math.exp(-0.5) * 0.25 - math.expm1(-0.5)
+    for dtype, far, rtol in ((torch.float32, 1.5e19, 1e-6), (torch.float64, 1e154, 1e-14)):
+        x = torch.tensor([[far, 0.0]], dtype=dtype, device=device)
+        expected = -(0.5 * far / math.sqrt(lam)) * (far / math.sqrt(lam))
+        for t in (0.5, torch.full((1,), 0.5, dtype=dtype, device=device)):
+            assert mixture.log_prob(x, t).item() == pytest.approx(expected, rel=rtol)
+
+
+def big_mixture(k: int, d: int, **kwargs) -> GaussianMixtureScore:
+    gen = torch.Generator().manual_seed(11)
+    factors = torch.randn(k, d, d, generator=gen, dtype=torch.float64)
+    covs = factors @ factors.transpose(-1, -2) / d + 0.1 * torch.eye(d, dtype=torch.float64)
+    means = 3 * torch.randn(k, d, generator=gen, dtype=torch.float64)
+    return GaussianMixtureScore(torch.full((k,), 1.0 / k, dtype=torch.float64), means, covs, **kwargs)
+
+
+def cached_bytes(mixture: GaussianMixtureScore) -> int:
+    return sum(term.nbytes for terms in mixture._time_cache.values() for term in terms)
+
+
+def test_time_cache_is_bounded_in_bytes_and_changes_no_result():
+    # One cached time holds K·(d² + d + 1) numbers: 40·(64 + 8 + 1)·8 = 23,360 bytes in float64.
+    bound = 50_000  # room for two times
+    small, uncached = big_mixture(40, 8, cache_bytes=bound), big_mixture(40, 8, cache_bytes=0)
+    x = torch.randn(5, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    times = [0.1 * (i % 7) for i in range(30)]  # 7 distinct times, each revisited after eviction
+    for t in times:
+        assert torch.equal(small.score(x, t), uncached.score(x, t))
+        assert torch.equal(small.log_prob(x, t), uncached.log_prob(x, t))
+        assert 0 < cached_bytes(small) <= bound and small._time_cache_nbytes == cached_bytes(small)
+    assert cached_bytes(uncached) == 0
+    # Least recently used out first: after t1, t2, t1, t3 the cache holds t1 and t3.
+    small.score(x, 1.0), small.score(x, 2.0), small.score(x, 1.0), small.score(x, 3.0)
+    assert [key[0] for key in small._time_cache] == [1.0, 3.0]
+
+
+def test_default_cache_bound_holds_for_a_large_mixture():
+    # K = 1000, d = 16: K·(d² + d + 1)·4 = 1,092,000 bytes a time in float32 (K = 1000, d = 64
+    # would be 16.6 MB), so the default 64 MiB keeps 61 times of the 70 asked for.
+    mixture = big_mixture(1000, 16)
+    assert mixture.cache_bytes == 64 * 2**20
+    x = torch.randn(3, 16, generator=torch.Generator().manual_seed(1))
+    for i in range(70):
+        mixture.score(x, 0.01 * (i + 1))
+        assert cached_bytes(mixture) <= mixture.cache_bytes
+    assert len(mixture._time_cache) == mixture.cache_bytes // 1_092_000
+    # An entry larger than the bound is not kept at all.
+    tight = big_mixture(40, 8, cache_bytes=1000)
+    tight.score(torch.zeros(1, 8), 0.5)
+    assert cached_bytes(tight) == 0
+
+
+@pytest.mark.parametrize("value, error", [(-1, ValueError), (1.5, TypeError), (None, TypeError)])
+def test_cache_bound_is_checked(value, error):
+    with pytest.raises(error, match="cache_bytes must be an int >= 0"):
+        GaussianScore([0.0], [[1.0]], cache_bytes=value)

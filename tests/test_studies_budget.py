@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from diffsde import GaussianScore, toys
+from diffsde import BetaSchedule, GaussianScore, toys
 from diffsde.studies import MonteCarlo, error_budget
 
 # 2-D, non-zero mean, correlated and anisotropic (eigenvalues ≈ 2.18 and 0.32).
@@ -28,10 +28,15 @@ def test_error_budget_with_the_exact_score_has_no_score_error():
     assert set(rows) == {"total", "score", "discretization", "prior", "early_stopping", "residual"}
     assert all(row["estimator"] == "exact" for row in rows.values())
     assert rows["score"]["contribution"] == 0.0
-    # Switching discretization off keeps the grid's end; switching early stopping off compares
-    # with p_{t_end} instead of p_0. Both sources are real here (em on 48 steps, t_end = 0.012).
-    assert rows["discretization"]["t_end"] == pytest.approx(rows["total"]["t_end"], rel=1e-9)
-    assert rows["discretization"]["steps"] == 16 * rows["total"]["steps"]
+    # Switching discretization off keeps the grid's end, t_min itself; switching early stopping off
+    # compares with p_{t_end} instead of p_0. Both sources are real here (em on 49 steps, t_end = 0.01).
+    assert rows["discretization"]["t_end"] == rows["total"]["t_end"] == 1e-2
+    # The fine grid is linear(50) refined 16 times and cut at t_min like the coarse one: its steps are
+    # its times above t_min (t_min becomes the last point), 16 per coarse step above t_2 = 0.0121 and
+    # the 4 of the 16 in [t_1, t_2] = [0.002, 0.0121] above 0.01.
+    assert rows["total"]["steps"] == 49
+    assert rows["discretization"]["steps"] == int((BetaSchedule.linear(50).refine(16).times > 1e-2).sum()) \
+        == 16 * 48 + 4
     assert rows["discretization"]["contribution"] > 0.1 * rows["total"]["error"]
     assert rows["early_stopping"]["contribution"] > 0.1 * rows["total"]["error"]
     assert rows["early_stopping"]["reference_time"] == rows["total"]["t_end"] > 0
@@ -40,8 +45,8 @@ def test_error_budget_with_the_exact_score_has_no_score_error():
     # given x_T moves by e^{-T/2} Σ Σ_T^{-1} per unit of x_T), and N(0, I) misses p_T by
     # ≈ e^{-T/2} (|mean| + ‖Σ - I‖), so the contribution is ≈ e^{-T} · 3 ≈ 1e-4 at T = 10.05.
     assert abs(rows["prior"]["contribution"]) < 1e-3
-    # With everything off, only the 768-step discretization error is left: O(1/n), 1/16 of
-    # the 48-step one, so well under a tenth of the total.
+    # With everything off, only the 772-step discretization error is left: O(1/n), about 1/16 of
+    # the 49-step one, so well under a tenth of the total.
     assert rows["residual"]["error"] < 0.1 * rows["total"]["error"]
 
 
@@ -84,3 +89,13 @@ def test_error_budget_monte_carlo_reuses_seeds(device):
 def test_bad_input_is_refused_clearly(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+def test_error_budget_on_a_coarse_linear_grid():
+    # n = 10 < 21: the linear rate respaced (diffsde.studies.grids), all 10 steps above t_min; its
+    # fine grid is the linear grid of 16 x 10 = 160 steps over the same [t_min, T], whose first step
+    # (t_1 = 0.1 / 160 < t_min) lies below t_min.
+    rows = rows_by_source(error_budget(ANISOTROPIC, None, "em", 10, t_min=1e-3))
+    assert (rows["total"]["steps"], rows["discretization"]["steps"]) == (10, 159)
+    assert rows["total"]["t_end"] == rows["discretization"]["t_end"] == 1e-3
+    assert rows["discretization"]["contribution"] > 0.5 * rows["total"]["error"]

@@ -98,7 +98,7 @@ def test_callable_grid_is_used_as_given():
     (lambda: convergence_study(ANISOTROPIC, ["em"], [50, 25, 100]), ValueError, "strictly increasing"),
     (lambda: convergence_study(ANISOTROPIC, ["em"], [25, 50]), ValueError, "at least 3"),
     (lambda: convergence_study(ANISOTROPIC, ["em"], [0, 25, 50]), ValueError, "positive ints"),
-    (lambda: convergence_study(ANISOTROPIC, ["em"], [10, 25, 50]), ValueError, "n > 20"),
+    (lambda: convergence_study(ANISOTROPIC, ["em"], [5, 25, 50], t_min=20.0), ValueError, "leaves no step"),
     (lambda: convergence_study(ANISOTROPIC, ["em", "em"]), ValueError, "distinct labels"),
     (lambda: convergence_study(ANISOTROPIC, []), ValueError, "methods is empty"),
     (lambda: convergence_study(ANISOTROPIC, grid="cosine"), ValueError, "grid must be"),
@@ -120,6 +120,7 @@ def test_bad_input_is_refused_clearly(call, error, match):
 @pytest.mark.parametrize("call, error, match", [
     (lambda: MonteCarlo(n_samples=1), ValueError, "MonteCarlo.n_samples"),
     (lambda: MonteCarlo(dtype=torch.int64), TypeError, "MonteCarlo.dtype"),
+    (lambda: MonteCarlo(floor_draws=1), ValueError, "MonteCarlo.floor_draws must be an int >= 2"),
 ])
 def test_monte_carlo_settings_are_checked(call, error, match):
     with pytest.raises(error, match=match):

@@ -239,3 +239,20 @@ def test_the_ou_forgets_the_default_gaussian_by_t_10():
     mean, cov = gaussian().mean_and_cov(10.0)
     kl = gaussian_kl(mean, cov, torch.zeros(2), torch.eye(2))
     assert kl == pytest.approx(math.exp(-10), rel=1e-3)
+
+
+def test_ring_score_is_finite_far_from_the_data():
+    # The default ring (8 modes of std 0.5 at radius 4): at x = (1e20, 0) the mode at (4, 0)
+    # takes all the responsibility, so the score is -(x - e^{-1/4} (4, 0)) / λ_t with
+    # λ_t = e^{-½}/4 + 1 - e^{-½} ≈ 0.545: ≈ -1.83e20, to float32's rounding (relative 1e-6).
+    lam = math.exp(-0.5) * 0.25 - math.expm1(-0.5)
+    score = ring().exact_score.score(torch.tensor([[1e20, 0.0]]), 0.5)
+    assert bool(torch.isfinite(score).all())
+    assert score[0, 0].item() == pytest.approx(-1e20 / lam, rel=1e-6)
+    assert abs(score[0, 1].item()) <= 1e-6 * 1e20 / lam
+
+
+def test_list_parameters_are_float64():
+    toy = mixture([0.3, 0.7], [[0.1], [-0.2]], [[[0.9]], [[1.1]]])
+    assert toy.means.flatten().tolist() == [0.1, -0.2] and toy.exact_score.covs.flatten().tolist() == [0.9, 1.1]
+    assert gaussian([0.1], [[1 - 1e-9]]).exact_score.cov.item() == 1 - 1e-9

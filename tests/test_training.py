@@ -9,7 +9,8 @@ import torch
 from conftest import make_generator
 from diffsde.nets import EpsilonMLP
 from diffsde.scores import EpsilonFromScore, GaussianScore
-from diffsde.training import TrainConfig, eps_loss, train
+from diffsde.training import TrainConfig, TrainingDivergedError, eps_loss, load_checkpoint, train
+from diffsde.training import _memory
 from toy_training import FAST, fit_gaussian, gaussian_2d, relative_score_error
 
 MEAN = torch.tensor([1.0, -0.5], dtype=torch.float64)
@@ -69,6 +70,7 @@ def test_eps_loss_refuses_mismatched_noise():
 
 # -- training ------------------------------------------------------------------------------------
 
+@pytest.mark.slow  # a 1500-step training run (shared with tests/test_recovery.py through fit_gaussian's cache)
 def test_short_training_learns_most_of_the_learnable_loss(device):
     result = fit_gaussian(device.type, FAST)
     exact = EpsilonFromScore(gaussian_2d())
@@ -116,6 +118,75 @@ def test_learning_rate_schedule():
     assert config.lr_factor(0) == pytest.approx(0.1) and config.lr_factor(9) == pytest.approx(1.0)
     assert config.lr_factor(10) == pytest.approx(1.0) and config.lr_factor(100) == pytest.approx(0.1)
     assert config.lr_factor(55) == pytest.approx(0.55)  # halfway down the cosine
+
+
+# -- divergence -----------------------------------------------------------------------------------
+
+def break_at(model: EpsilonMLP, step: int, what: str) -> EpsilonMLP:
+    """From optimizer step ``step`` on (one forward call per step), make the output NaN ("output") or
+    leave it finite but make its gradient NaN ("gradient": the loss stays finite, the weights do not)."""
+    calls = []
+
+    def hook(module, inputs, output):
+        calls.append(None)
+        if len(calls) <= step:
+            return None
+        if what == "output":
+            return output * math.nan
+        output.register_hook(lambda grad: grad * math.nan)
+        return None
+
+    model.register_forward_hook(hook)
+    return model
+
+
+def test_a_diverging_run_stops_with_an_error_naming_the_step(device, tmp_path):
+    # The issue's reproduction: Adam at lr = 1e30 without clipping overflows within a few steps.
+    config = TrainConfig(steps=60, batch_size=32, warmup_steps=0, lr=1e30, grad_clip=None)
+    with pytest.raises(TrainingDivergedError, match=r"training diverged: the loss of step \d+ is (nan|inf)") as caught:
+        train(EpsilonMLP(2, hidden=16).to(device), gaussian_2d(), config, device=device)
+    assert isinstance(caught.value, RuntimeError)
+    step = caught.value.step
+    assert caught.value.losses.shape == (step + 1,)
+    assert bool(torch.isfinite(caught.value.losses[:step]).all()) and not math.isfinite(caught.value.losses[step])
+
+
+def test_divergence_keeps_the_last_finite_checkpoint(tmp_path):
+    torch.manual_seed(3)
+    path = tmp_path / "run.pt"
+    config = TrainConfig(steps=40, batch_size=32, warmup_steps=2)
+    with pytest.raises(TrainingDivergedError, match="the loss of step 12 is nan.*keeps the checkpoint of step 10"):
+        train(break_at(EpsilonMLP(2, hidden=16), 12, "output"), gaussian_2d(), config, checkpoint_path=path,
+              checkpoint_every=5)
+    checkpoint = load_checkpoint(path)  # refuses non-finite weights: these are the finite ones of step 10
+    assert checkpoint.step == 10 and bool(torch.isfinite(checkpoint.losses).all())
+
+
+def test_non_finite_weights_after_a_finite_loss_are_never_checkpointed(tmp_path):
+    # The last step's loss is finite but its gradient is NaN: only the weight check catches it, before
+    # the final checkpoint would overwrite the finite one of step 3.
+    torch.manual_seed(3)
+    path = tmp_path / "run.pt"
+    config = TrainConfig(steps=6, batch_size=32, warmup_steps=2)
+    with pytest.raises(TrainingDivergedError, match=r"after step 5 the model weight '[\w.]+' \(\d+ of \d+ entries\) "
+                                                    r"has NaN.*keeps the checkpoint of step 3") as caught:
+        train(break_at(EpsilonMLP(2, hidden=16), 5, "gradient"), gaussian_2d(), config, checkpoint_path=path,
+              checkpoint_every=3)
+    assert caught.value.step == 5 and bool(torch.isfinite(caught.value.losses).all())
+    assert load_checkpoint(path).step == 3
+
+
+def test_training_a_model_too_large_for_the_device_fails_before_any_step(monkeypatch):
+    # Weights, gradients, EMA and Adam's two moments: 5 copies of the weights must fit.
+    model = CountingModel(2, hidden=16)
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    monkeypatch.setattr(_memory, "device_memory_bytes", lambda device: 5 * weight_bytes - 1)
+    CountingModel.calls = 0
+    with pytest.raises(MemoryError, match=f"{weight_bytes:,} bytes of weights.* needs .*more than"):
+        train(model, gaussian_2d(), TrainConfig(steps=3, batch_size=4, warmup_steps=0))
+    assert CountingModel.calls == 0
+    monkeypatch.setattr(_memory, "device_memory_bytes", lambda device: 5 * weight_bytes)
+    train(model, gaussian_2d(), TrainConfig(steps=3, batch_size=4, warmup_steps=0))  # exactly enough
 
 
 # -- bad inputs, all refused before any step ------------------------------------------------------

@@ -241,3 +241,31 @@ def not_affine(x, t):
 def test_exact_bound_refuses_bad_arguments(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+@pytest.mark.parametrize("var1, var2, message", [
+    (0.0, 1.0, r"^var1 must be in \(0, inf\), got 0.0$"),
+    (-0.5, 1.0, r"^var1 must be in \(0, inf\), got -0.5$"),
+    (1.0, torch.tensor([[1.0], [0.0]]), r"^var2 must be in \(0, inf\), got 0.0$"),
+    (math.nan, 1.0, r"^var1 must be in \(0, inf\), got nan$"),
+])
+def test_normal_kl_refuses_variances_outside_zero_to_inf(var1, var2, message):
+    with pytest.raises(ValueError, match=message):
+        normal_kl(torch.zeros(2, 3), var1, torch.zeros(2, 3), var2)
+
+
+def wrong_shape(x, t):
+    """An ε-model returning (B, 1) for x (B, 2): it would broadcast silently into (B, 2)."""
+    return exact_eps()(x, t)[:, :1]
+
+
+def test_vlb_refuses_a_model_of_the_wrong_shape():
+    with pytest.raises(ValueError, match=r"^eps_model must return x's shape \(4, 2\), got shape \(4, 1\)$"):
+        vlb(wrong_shape, torch.zeros(4, 2, dtype=torch.float64), BetaSchedule.linear(30))
+
+
+@pytest.mark.parametrize("bound", [expected_vlb, model_cross_entropy])
+def test_exact_bound_refuses_a_model_of_the_wrong_shape(bound):
+    # The probes are 0 and the unit vectors: x of shape (d + 1, d) = (3, 2).
+    with pytest.raises(ValueError, match=r"^eps_model must return x's shape \(3, 2\), got shape \(3, 1\)$"):
+        bound(wrong_shape, P0, BetaSchedule.linear(30))

@@ -93,8 +93,10 @@ def run_torchsde(sampler, score, grid: TimeGrid, x: Tensor, noise, return_path: 
     uniform; otherwise one call per interval, each with its own Brownian motion over that
     interval (sdeint alone steps with a constant dt and interpolates, and one Brownian tree
     queried at every non-dyadic grid point is slow at large batch). ``adaptive=True`` makes
-    one call with torchsde's error control. The Brownian motions come from ``noise``
-    (a generator-seeded ``BrownianInterval``, or injected increments for the exact law).
+    one call with torchsde's error control (its options are checked by the registry: torchsde
+    checks none of them); a NaN error estimate there raises :class:`NonFiniteSampleError`. The
+    Brownian motions come from ``noise`` (a generator-seeded ``BrownianInterval``, or injected
+    increments for the exact law).
     """
     import torchsde
 
@@ -118,8 +120,15 @@ def run_torchsde(sampler, score, grid: TimeGrid, x: Tensor, noise, return_path: 
         # torchsde warns about adaptive Euler for non-additive noise; ours is additive.
         warnings.filterwarnings("ignore", message=".*adaptive time-stepping with the Euler.*")
         if adaptive:
-            ys = integrate(flat, backward, 0, opts["dt"] or backward[-1] / grid.n, adaptive=True,
-                           rtol=opts["rtol"], atol=opts["atol"])
+            try:
+                ys = integrate(flat, backward, 0, opts["dt"] or backward[-1] / grid.n, adaptive=True,
+                               rtol=opts["rtol"], atol=opts["atol"])
+            except AssertionError as err:  # torchsde asserts a finite error estimate (the options are checked)
+                if "nan" not in str(err).lower():
+                    raise
+                raise NonFiniteSampleError(f"sampler {sampler.label!r} with options {dict(opts)}: torchsde's error "
+                                           f"estimate became NaN, so the drift (from the score) or the state is "
+                                           f"non-finite; check the score") from err
         elif _is_uniform(grid.times):
             # A hair over Δt so accumulated rounding never leaves a spurious last micro-step;
             # the Brownian motion still sees the grid's own points.
@@ -142,25 +151,48 @@ def run_torchsde(sampler, score, grid: TimeGrid, x: Tensor, noise, return_path: 
 def run_ode_adaptive(sampler, score, grid: TimeGrid, x: Tensor, noise, return_path: bool, progress: bool,
                      check_finite: bool, check_every: int):
     """The probability-flow ODE by ``scipy.integrate.solve_ivp`` in backward time t' = T - t, on the
-    whole batch as one state vector (so the error control is shared across samples)."""
+    whole batch as one state vector (so the error control is shared across samples).
+
+    A non-finite velocity (from the score) makes scipy's solvers shrink their step until they give
+    up, or refuse it outright (Radau, BDF); that failure raises :class:`NonFiniteSampleError` naming
+    the first forward time where the velocity was non-finite, whatever ``check_finite`` (there is no
+    output to return)."""
     from scipy.integrate import solve_ivp
 
     ode = ProbabilityFlowODE(score, grid.T)
     shape, device, dtype = x.shape, x.device, x.dtype
-    counter = {"nfe": 0}
+    counter = {"nfe": 0, "non_finite_at": None}
 
     def velocity(t_prime: float, y: np.ndarray) -> np.ndarray:
         counter["nfe"] += 1
         state = torch.from_numpy(y).reshape(shape).to(device=device, dtype=dtype)
         out = ode.drift(state, min(max(float(t_prime), 0.0), ode.T))
-        return out.detach().to(device="cpu", dtype=torch.float64).numpy().reshape(-1)
+        value = out.detach().to(device="cpu", dtype=torch.float64).numpy().reshape(-1)
+        # The velocity is on the host already, so watching it costs no synchronisation. A solver
+        # fed NaN only shrinks its step until it gives up, so its failure is then named for the cause.
+        if counter["non_finite_at"] is None and not np.isfinite(value).all():
+            counter["non_finite_at"] = float(t_prime)
+        return value
 
     backward_times = np.asarray(_backward_times(grid))
     options = sampler.options
-    solution = solve_ivp(velocity, (0.0, float(backward_times[-1])), x.detach().cpu().double().numpy().reshape(-1),
-                         method=options["solver"], rtol=options["rtol"], atol=options["atol"],
-                         t_eval=backward_times if return_path else None)
+    def non_finite(message: str) -> NonFiniteSampleError:
+        return NonFiniteSampleError(
+            f"sampler {sampler.label!r} with options {dict(options)} met a non-finite probability-flow velocity "
+            f"(from the score) at forward time t = {grid.T - counter['non_finite_at']:.6g}, and scipy's "
+            f"{options['solver']} stopped ({message}); check the score there")
+
+    try:
+        solution = solve_ivp(velocity, (0.0, float(backward_times[-1])),
+                             x.detach().cpu().double().numpy().reshape(-1), method=options["solver"],
+                             rtol=options["rtol"], atol=options["atol"], t_eval=backward_times if return_path else None)
+    except ValueError as err:  # the implicit solvers (Radau, BDF) refuse a NaN Jacobian outright
+        if counter["non_finite_at"] is None:
+            raise
+        raise non_finite(str(err)) from err
     if not solution.success:
+        if counter["non_finite_at"] is not None:
+            raise non_finite(solution.message)
         raise RuntimeError(f"ode solver {options['solver']!r} failed: {solution.message}")
     final = torch.from_numpy(solution.y[:, -1].copy()).reshape(shape).to(device=device, dtype=dtype)
     check_final(sampler, final, grid, check_finite)

@@ -16,18 +16,24 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from numbers import Real
 from typing import Any, Callable, Iterator, Union
 
+from .._checks import ArgumentTypeError, check_bool
 from .._table import format_table
 from . import steps
 from .external import ODE_ADAPTIVE, TORCHSDE_SOLVERS, run_ode_adaptive, run_torchsde
 
 __all__ = ["Sampler", "Method", "METHODS", "register", "resolve_method", "featured_methods"]
 
-#: What a grid may be asked to satisfy, by name (checked in :func:`diffsde.samplers.loop.check_grid`).
-GRID_NEEDS = ("betas_below_one",)
+#: What a grid may be asked to satisfy, by name (checked in :func:`diffsde.samplers.loop.check_grid`):
+#: "betas_below_one" (β < 1 on every step: the step divides by sqrt(1 - β)); "alpha_bars_normal" (ᾱ a
+#: normal float64 number at every grid time, -log ᾱ <= 708.4: the step divides by ᾱ); "alpha_bars_below_one"
+#: (ᾱ < 1 in float64 at every step's start: the step divides by sqrt(1 - ᾱ)).
+GRID_NEEDS = ("betas_below_one", "alpha_bars_normal", "alpha_bars_below_one")
 
 
 @dataclass(frozen=True)
@@ -214,8 +220,11 @@ def _options(given: Mapping[str, Any], defaults: Mapping[str, Any], method: str)
 
 
 def _positive_number(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not (isinstance(value, (int, float)) and value > 0):
-        raise ValueError(f"{name} must be a number > 0, got {value!r}")
+    """``value`` as a float in (0, inf): a real number, finite, > 0 (not a bool, NaN or inf)."""
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise ArgumentTypeError(f"{name} must be a number > 0, in (0, inf), got {type(value).__name__} {value!r}")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a number > 0, in (0, inf), got {value!r}")
     return float(value)
 
 
@@ -235,7 +244,9 @@ def _ddpm(**options: Any) -> Sampler:
     if opts["variance"] not in ("beta", "beta_tilde"):
         raise ValueError(f"variance must be 'beta' or 'beta_tilde', got {opts['variance']!r}")
     # The last step adds no noise, so the path misses an O(sqrt(h)) increment: no strong order >= 1.
+    # The step divides by sqrt(α) = sqrt(ᾱ_from / ᾱ_to) and by sqrt(1 - ᾱ_from).
     return Sampler("ddpm", "ddpm", opts, weak_order=1.0, step=functools.partial(steps.ddpm_step, **opts),
+                   grid_needs=("alpha_bars_normal", "alpha_bars_below_one"),
                    description="Ho et al. 2020's ancestral step, sigma^2 = " + opts["variance"])
 
 
@@ -251,6 +262,9 @@ _ODE_STEPS = {"euler": (steps.ode_euler_step, 1.0, 1, False), "heun": (steps.ode
 def _ode(**options: Any) -> Sampler:
     opts = _options(options, {"solver": "euler", "rtol": 1e-5, "atol": 1e-5}, "ode")
     solver = opts["solver"]
+    if not isinstance(solver, str):
+        raise ArgumentTypeError(f"solver must be a str, one of {sorted(_ODE_STEPS)} or {list(ODE_ADAPTIVE)}, got "
+                                f"{type(solver).__name__} {solver!r}")
     if solver in _ODE_STEPS:
         if "rtol" in options or "atol" in options:
             raise TypeError(f"rtol/atol apply to the adaptive ODE solvers {list(ODE_ADAPTIVE)}, not to {solver!r}")
@@ -279,11 +293,17 @@ def _torchsde(**options: Any) -> Sampler:
     opts = _options(options, {"solver": "euler", "adaptive": False, "rtol": 1e-3, "atol": 1e-3, "dt": None},
                     "torchsde")
     solver = opts["solver"]
-    if solver not in TORCHSDE_SOLVERS:
+    if not isinstance(solver, str) or solver not in TORCHSDE_SOLVERS:
         raise ValueError(f"unknown torchsde solver {solver!r}; choose from {sorted(TORCHSDE_SOLVERS)}")
-    adaptive = opts["adaptive"]
+    adaptive = check_bool(opts["adaptive"], "adaptive")
     if not adaptive and (opts["dt"] is not None or "rtol" in options or "atol" in options):
         raise TypeError("dt, rtol and atol apply only with adaptive=True (fixed steps follow the grid)")
+    if adaptive:
+        # torchsde checks none of these: dt = nan/inf or rtol <= 0 loop forever, dt < 0 recurses.
+        for name in ("rtol", "atol"):
+            _positive_number(opts[name], name)
+        if opts["dt"] is not None:
+            _positive_number(opts["dt"], "dt")
     weak, strong = _TORCHSDE_ORDERS[solver]
     # Euler and Milstein evaluate the drift at the left end of a step only; the others reach the end.
     at_end = solver not in ("euler", "milstein") or bool(adaptive)
@@ -314,15 +334,20 @@ def _pc(**options: Any) -> Sampler:
     if isinstance(corrector_steps, bool) or not isinstance(corrector_steps, int) or corrector_steps < 0:
         raise ValueError(f"corrector_steps must be an int >= 0, got {corrector_steps!r}")
     _positive_number(snr, "snr")
-    if step_size is not None and (isinstance(step_size, bool) or
-                                  not (isinstance(step_size, (int, float)) and step_size > 0)):
-        raise ValueError(f"step_size must be None (Song et al.'s snr rule) or a number > 0, got {step_size!r}")
+    if step_size is not None and (isinstance(step_size, bool) or not isinstance(step_size, Real)
+                                  or not (math.isfinite(step_size) and step_size > 0)):
+        raise ValueError(f"step_size must be None (Song et al.'s snr rule) or a number > 0, in (0, inf), "
+                         f"got {step_size!r}")
     step = functools.partial(steps.pc_step, predictor=predictor.step, predictor_draws=predictor.noise_draws,
                              corrector_steps=corrector_steps, snr=float(snr),
                              step_size=None if step_size is None else float(step_size))
     # A Langevin corrector with a step size that does not shrink with the grid leaves an O(ε)
     # bias at every time, so pc has no order in n unless corrector_steps = 0. Song's snr rule
-    # uses batch statistics of the score, so the step is then not affine in each sample.
+    # uses batch statistics of the score, so the step is then not affine in each sample; it
+    # also divides by ᾱ_to (α = ᾱ_from / ᾱ_to), which must not underflow.
+    snr_rule = step_size is None and corrector_steps > 0
+    needs = predictor.grid_needs + (("alpha_bars_normal",) if snr_rule and "alpha_bars_normal"
+                                    not in predictor.grid_needs else ())
     return Sampler("pc", "pc", {"predictor": predictor_name, **predictor.options, "corrector_steps": corrector_steps,
                                 "snr": snr, "step_size": step_size},
                    weak_order=None if corrector_steps else predictor.weak_order,
@@ -330,8 +355,8 @@ def _pc(**options: Any) -> Sampler:
                    noise_draws=predictor.noise_draws + corrector_steps,
                    score_evals=predictor.score_evals + corrector_steps,
                    evaluates_at_end=corrector_steps > 0 or predictor.evaluates_at_end,
-                   affine=predictor.affine and not (step_size is None and corrector_steps > 0),
-                   grid_needs=predictor.grid_needs, step=step, init=predictor.init,
+                   affine=predictor.affine and not snr_rule,
+                   grid_needs=needs, step=step, init=predictor.init,
                    description=f"{predictor.label} predictor + {corrector_steps} Langevin corrector step(s)")
 
 

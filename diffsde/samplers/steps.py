@@ -115,10 +115,11 @@ def pc_step(score: Score, x: Tensor, interval: Interval, noise: Tensor, state: A
             step_size: float | None) -> tuple[Tensor, Any]:
     """Predictor–corrector (Song et al. 2021, Algorithm 1 with the predictor first): one predictor
     step to ``t_to``, then ``corrector_steps`` Langevin steps for p_{t_to}, each with step size
-    ``step_size`` or Song's snr rule ``ε = 2 α (r ‖z‖ / ‖s‖)²`` with ``α = ᾱ_to / ᾱ_from``.
+    ``step_size`` or Song's snr rule ``ε = 2 α (r ‖z‖ / ‖s‖)²`` with ``α = ᾱ_from / ᾱ_to = 1 - β``.
     The predictor takes the first ``predictor_draws`` noise draws, each corrector step one more."""
     x, state = predictor(score, x, interval, noise[:predictor_draws], state)
-    alpha = interval.alpha_bar_from / interval.alpha_bar_to
+    # Only the snr rule reads α: no other pc divides by ᾱ_to (the registry declares the need so).
+    alpha = interval.alpha_bar_from / interval.alpha_bar_to if step_size is None and corrector_steps else None
     for j in range(corrector_steps):
         z = noise[predictor_draws + j]
         score_value = score(x, interval.t_to)

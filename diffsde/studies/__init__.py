@@ -21,8 +21,11 @@ Methods are given as specs: ``"vp"``, ``"ddpm"``, ``"em"``, ``"pc"``, ``"ode-eul
 ``"ode-heun"``, ``"ode-RK45"`` (any ode solver), ``"torchsde-euler"`` (any torchsde solver),
 or a ``(spec, options)`` pair such as ``("ddpm", {"variance": "beta_tilde"})``; see
 :func:`resolve_method`. Grids are ``"linear"``, ``"uniform"`` or a callable ``n -> TimeGrid``
-(:mod:`.grids`). Results are :class:`StudyResult` objects (:mod:`.results`): plain lists of
-dict rows (plus summary rows and settings) that print as tables and save to JSON/CSV.
+(:mod:`.grids`): the linear one takes any n >= 1 (respaced below 21 steps,
+:func:`linear_schedule`), and every grid of a sweep ends at t_min, so its rows share one t_end
+and report the ``n`` asked and the ``steps`` taken. Results are :class:`StudyResult` objects
+(:mod:`.results`): plain lists of dict rows (plus summary rows and settings) that print as tables
+and save to JSON/CSV.
 """
 
 from ..orders import fit_order, order_fit
@@ -30,7 +33,7 @@ from .budget import error_budget
 from .comparison import compare_samplers
 from .convergence import convergence_study
 from .estimators import MonteCarlo
-from .grids import LINEAR_T, GridSpec
+from .grids import LINEAR_T, GridSpec, linear_schedule
 from .limit import SCHEDULES, alpha_bar_limit
 from .methods import DEFAULT_METHODS, MethodSpec, resolve_method
 from .results import StudyResult
@@ -50,4 +53,5 @@ __all__ = [
     "SCHEDULES",
     "LINEAR_T",
     "GridSpec",
+    "linear_schedule",
 ]

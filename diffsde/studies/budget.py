@@ -32,12 +32,14 @@ def error_budget(target, score=None, method: MethodLike = "em", n: int = 100, *,
     """The final error split into its sources, by switching each one off in turn.
 
     The total is the distance between what ``method`` produces with ``score`` on ``grid(n)``
-    from N(0, I), stopped at t_end (the grid's last time, >= t_min), and the data law p_0.
+    from N(0, I), stopped at t_end (the grid's last time: t_min for "linear" and "uniform",
+    :mod:`diffsde.studies.grids`), and the data law p_0.
     Each source is then switched off alone:
 
     * score: the target's exact score instead of ``score`` (0 when ``score`` is exact);
     * discretization: ``fine_factor`` times more steps over the same [t_end, T] (the linear
-      schedule refined with :meth:`diffsde.BetaSchedule.refine`, a uniform grid with more steps);
+      schedule refined with :meth:`diffsde.BetaSchedule.refine`, or the grid of
+      ``fine_factor · n`` steps);
     * prior: the exact p_T instead of N(0, I);
     * early stopping: compare with p_{t_end} instead of p_0.
 
@@ -81,7 +83,7 @@ def error_budget(target, score=None, method: MethodLike = "em", n: int = 100, *,
     settings = monte_carlo if monte_carlo is not None else MonteCarlo(dtype=torch.float32)
     make_grid = grid_factory(grid, t_min, T)
     coarse = make_grid(int(n))
-    grids = {False: coarse, True: fine_grid(grid, make_grid, coarse, int(n), int(fine_factor))}
+    grids = {False: coarse, True: fine_grid(grid, make_grid, int(n), int(fine_factor), float(t_min))}
     exact_estimator = use_exact(estimator, exact, score, spec)
     judge = None if exact_estimator else MonteCarloJudge(exact, settings)
     floor = None if exact_estimator else judge.floor(0.0)

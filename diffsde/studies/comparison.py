@@ -39,7 +39,8 @@ def compare_samplers(target, score=None, methods: Sequence = DEFAULT_METHODS, ns
         target: as :func:`diffsde.studies.convergence_study`.
         score: the score to run (default: the target's exact score).
         methods: method specs (:func:`diffsde.studies.resolve_method`).
-        ns: one or more strictly increasing step counts.
+        ns: one or more strictly increasing step counts (any n >= 1 on the linear grid:
+            :mod:`diffsde.studies.grids`).
         grid: as :func:`diffsde.studies.convergence_study`.
         t_min: as :func:`diffsde.studies.convergence_study`.
         T: as :func:`diffsde.studies.convergence_study`.
@@ -47,8 +48,9 @@ def compare_samplers(target, score=None, methods: Sequence = DEFAULT_METHODS, ns
         monte_carlo: :class:`MonteCarlo` settings (default ``MonteCarlo(dtype=torch.float32)``).
 
     Returns:
-        StudyResult(kind="comparison"): rows (method, n, t_end, nfe, wall_time_s, error,
-        error_se, w2_exact); meta (settings, floor).
+        StudyResult(kind="comparison"): rows (method, n as asked, steps of its grid, t_end,
+        nfe, wall_time_s, error, error_se, w2_exact); meta (settings, floor: mean and standard
+        error over ``monte_carlo.floor_draws`` pairs of exact sample sets).
 
     Raises:
         ValueError / TypeError: as :func:`diffsde.studies.convergence_study` (ns needs one
@@ -74,7 +76,8 @@ def compare_samplers(target, score=None, methods: Sequence = DEFAULT_METHODS, ns
             w2_exact = None
             if with_exact_law:
                 w2_exact = exact_error(spec, score, exact, time_grid, prior, time_grid.t_min)
-            rows.append({"method": spec.label, "n": n, "t_end": time_grid.t_min, "nfe": result["nfe"],
+            rows.append({"method": spec.label, "n": n, "steps": time_grid.n, "t_end": time_grid.t_min,
+                         "nfe": result["nfe"],
                          "wall_time_s": result["wall_time_s"], "error": result["error"],
                          "error_se": result["error_se"], "w2_exact": w2_exact})
     meta = {"target": repr(target), "score": repr(score), "grid": describe_grid(grid),

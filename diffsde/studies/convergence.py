@@ -27,7 +27,9 @@ def convergence_study(target, methods: Sequence = DEFAULT_METHODS,
     default: only discretization error is left) or from N(0, I) (``prior="normal"``: prior
     mismatch adds an n-independent floor of about e^{-T/2} ≈ 0.007 · |mean| and spoils the
     fit), and is compared with the exact p_{t_end} at the grid's last time t_end (= t_min for
-    t_min = 0 or a uniform grid).
+    the linear and uniform grids, the same for every row; a grid may take fewer ``steps`` than
+    the ``n`` asked when schedule steps lie below t_min, :mod:`diffsde.studies.grids`). Orders
+    are fitted against the n asked.
 
     * Gaussian target, fixed-step method: exact W2 of :func:`diffsde.exact_output_law`
       against p_{t_end} (no Monte Carlo).
@@ -44,7 +46,7 @@ def convergence_study(target, methods: Sequence = DEFAULT_METHODS,
         target: GaussianScore, GaussianMixtureScore or a toy with an exact score.
         methods: method specs (:func:`diffsde.studies.resolve_method`).
         ns: at least three strictly increasing step counts (three so the interval exists);
-            the linear grid needs n >= 21.
+            the linear grid respaces the linear rate for n <= 20 (:mod:`diffsde.studies.grids`).
         grid: "linear", "uniform" or a function of n returning a TimeGrid.
         t_min: where the grids end.
         T: where "uniform" grids start.
@@ -55,9 +57,9 @@ def convergence_study(target, methods: Sequence = DEFAULT_METHODS,
         confidence: the level of the order intervals, in (0, 1).
 
     Returns:
-        StudyResult(kind="convergence"): rows (method, n, t_end, nfe, estimator, error,
-        error_se, above_floor); summary per method (declared_order, order, order_se,
-        order_ci_low, order_ci_high, fit_points); meta (settings, floor).
+        StudyResult(kind="convergence"): rows (method, n as asked, steps of its grid, t_end,
+        nfe, estimator, error, error_se, above_floor); summary per method (declared_order,
+        order, order_se, order_ci_low, order_ci_high, fit_points); meta (settings, floor).
 
     Raises:
         ValueError / TypeError: unknown method or option, bad ns, grid, t_min, T, prior or
@@ -94,7 +96,7 @@ def convergence_study(target, methods: Sequence = DEFAULT_METHODS,
                 above = result["error"] - 2 * result["error_se"] > floor[0] + 2 * floor[1]
                 measured = {"nfe": result["nfe"], "estimator": "monte_carlo", "error": result["error"],
                             "error_se": result["error_se"], "above_floor": bool(above)}
-            method_rows.append({"method": spec.label, "n": n, "t_end": t_end, **measured})
+            method_rows.append({"method": spec.label, "n": n, "steps": time_grid.n, "t_end": t_end, **measured})
         rows += method_rows
         fitted = [row for row in method_rows if row["above_floor"] is not False and row["error"] > 0]
         if len(fitted) >= 2:

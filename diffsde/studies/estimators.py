@@ -48,6 +48,9 @@ class MonteCarlo:
         projection_seed: int seed of the projections.
         device: where samples are drawn ("cpu" or "cuda").
         dtype: the samples' precision.
+        floor_draws: pairs of independent exact sample sets behind the floor
+            (:meth:`MonteCarloJudge.floor`), >= 2 so the floor has a standard error; the first
+            ``repeats`` of them use each repeat's reference samples.
 
     Repeat r uses the same seed for every method and step count (common random numbers),
     which makes differences between rows less noisy than the errors themselves.
@@ -60,10 +63,11 @@ class MonteCarlo:
     projection_seed: int = 0
     device: Union[str, torch.device] = "cpu"
     dtype: torch.dtype = torch.float64
+    floor_draws: int = 8
 
     def __post_init__(self):
         for name, low in (("n_samples", 2), ("repeats", 1), ("n_projections", 1), ("seed", 0),
-                          ("projection_seed", 0)):
+                          ("projection_seed", 0), ("floor_draws", 2)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, Integral) or value < low:
                 raise ValueError(f"MonteCarlo.{name} must be an int >= {low}, got {value!r}")
@@ -75,7 +79,8 @@ class MonteCarlo:
         """The settings as plain data (a result's ``meta["monte_carlo"]``)."""
         return {"n_samples": self.n_samples, "repeats": self.repeats, "n_projections": self.n_projections,
                 "seed": self.seed, "projection_seed": self.projection_seed,
-                "device": str(torch.device(self.device)), "dtype": str(self.dtype).replace("torch.", "")}
+                "device": str(torch.device(self.device)), "dtype": str(self.dtype).replace("torch.", ""),
+                "floor_draws": self.floor_draws}
 
 
 def mean_and_se(values: Sequence[float]) -> tuple[float, float]:
@@ -144,11 +149,11 @@ class MonteCarloJudge:
         return {"error": error, "error_se": error_se, "nfe": nfe, "wall_time_s": float(statistics.median(walls))}
 
     def floor(self, t: float) -> tuple[float, float]:
-        """The metric between two independent exact sample sets of p_t: the estimator's floor
-        (mean, standard error)."""
+        """The metric between two independent exact sample sets of p_t: the estimator's floor,
+        (mean, standard error) over ``settings.floor_draws`` independent pairs."""
         s = self.settings
         values = []
-        for repeat in range(s.repeats):
+        for repeat in range(s.floor_draws):
             gen = self._generator(s.seed + 2_000_003 + repeat)
             other = self.exact.sample(s.n_samples, t, generator=gen, device=self.device, dtype=s.dtype)
             values.append(self.distance(other, self.reference(t, repeat)))

@@ -7,6 +7,7 @@ from typing import Callable, Mapping, Sequence
 
 import torch
 
+from .._checks import check_int
 from ..orders import fit_order
 from ..schedules import SCHEDULES, BetaSchedule
 
@@ -24,11 +25,18 @@ def alpha_bar_limit(schedules: Sequence[str] | Mapping[str, Callable[[int], Beta
 
     Args:
         schedules: names in :data:`SCHEDULES`, or a mapping label -> (n -> BetaSchedule).
-        ns: step counts.
+        ns: one or more distinct step counts (a repeated n would weigh one point twice in the fit).
 
     Raises:
-        ValueError: an unknown schedule name; a schedule's own refusal of n.
+        TypeError: a step count that is not an int.
+        ValueError: an unknown schedule name; no n, or a repeated n; a schedule's own refusal of n.
     """
+    ns = [check_int(n, "ns' step counts", minimum=1) for n in ns]
+    if not ns:
+        raise ValueError("ns must hold at least one step count")
+    repeated = sorted({n for n in ns if ns.count(n) > 1})
+    if repeated:
+        raise ValueError(f"ns must hold distinct step counts; {repeated[0]} appears {ns.count(repeated[0])} times")
     if isinstance(schedules, Mapping):
         factories = dict(schedules)
     else:
@@ -41,11 +49,11 @@ def alpha_bar_limit(schedules: Sequence[str] | Mapping[str, Callable[[int], Beta
     for name, factory in factories.items():
         errors = []
         for n in ns:
-            schedule = factory(int(n))
+            schedule = factory(n)
             error = float((schedule.alpha_bars - torch.exp(-schedule.times)).abs().max())
             exact = float((schedule.alpha_bars - torch.exp(-schedule.exact_times)).abs().max())
             errors.append(error)
-            rows.append({"schedule": name, "n": int(n), "T": schedule.T, "max_error": error,
+            rows.append({"schedule": name, "n": n, "T": schedule.T, "max_error": error,
                          "n_times_error": n * error, "max_error_exact_times": exact})
         orders[name] = fit_order(ns, errors) if len(ns) > 1 else math.nan
     return rows, orders

@@ -3,12 +3,18 @@
 A checkpoint file holds only tensors and primitive containers, so it loads with
 ``torch.load(..., weights_only=True)`` (no code runs while reading it); a SHA-256 checksum over
 all of it catches bytes flipped inside stored tensors, which ``torch.load`` itself does not notice.
+Weights with NaN or infinite entries are never written and never read back (a diverged run), and
+a file whose model config asks for weights other than those it stores is refused before the model
+is built (so a crafted config cannot make the reader allocate a huge model). Error messages never
+suggest reading a file with ``weights_only=False``, which would let it run arbitrary code.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Union
@@ -18,7 +24,8 @@ from torch import Tensor, nn
 
 from .._io import write_atomic
 from .config import TrainConfig
-from .models import MODELS, model_config
+from ._memory import format_bytes
+from .models import MODELS, model_config, state_shapes
 
 if TYPE_CHECKING:
     from .loop import TrainState
@@ -47,8 +54,18 @@ def save_checkpoint(path: PathLike, state: TrainState) -> None:
     format tag and version, step, model class and constructor config (``model.config``, when the
     model has one), the :class:`~diffsde.training.TrainConfig`, model / EMA / optimizer / LR-scheduler
     state dicts, the generator's device and state, the loss history, and a SHA-256 checksum of all of it.
+
+    Raises:
+        ValueError: the model or EMA weights have NaN or infinite entries (the message names the
+            tensor); ``path`` is then left as it was, so a finite checkpoint is never replaced by a
+            diverged one.
     """
     path = Path(path)
+    for name, module in (("model", state.model), ("ema", state.ema_model)):
+        bad = first_nonfinite(module.state_dict())
+        if bad is not None:
+            raise ValueError(f"refusing to write a checkpoint at step {state.step}: {name} weight {bad} has NaN or "
+                             f"infinite entries; {str(path)!r} is left as it was")
     payload = {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
@@ -111,7 +128,7 @@ class Checkpoint:
         if (model_class, config) != (self.model_class, self.model_config):
             raise CheckpointError(f"checkpoint holds {self.model_class}({self.model_config}) but the model is "
                                   f"{model_class}({config})")
-        _check_state_shapes(self.model_state, state.model.state_dict(), "model")
+        _check_state_shapes(self.model_state, _shapes(state.model.state_dict()), "model")
         if self.config != state.config:
             differ = {name: (value, getattr(state.config, name)) for name, value in self.config.to_dict().items()
                       if value != getattr(state.config, name)}
@@ -146,9 +163,34 @@ def load_checkpoint(path: PathLike, map_location: Device = "cpu") -> Checkpoint:
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises RuntimeError, EOFError, UnpicklingError, ... for bad files
+        # "from None": torch's own message advises retrying with weights_only=False, which would run
+        # whatever code the file holds; only its safe part is kept, in _load_error.
         raise CheckpointError(f"{str(path)!r} is not a readable checkpoint (truncated or corrupt?): "
-                              f"{type(err).__name__}: {str(err)[:200]}") from err
+                              f"{_load_error(err)}") from None
     return _parse(payload, str(path))
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _load_error(err: Exception) -> str:
+    """``type: reason`` for a failed ``torch.load``, without torch's advice to load with
+    ``weights_only=False`` or to allow-list globals (both would let the file run code)."""
+    text = _ANSI.sub("", str(err))
+    if "WeightsUnpickler error:" in text:  # torch 2.4+: advice first, the reason after this marker
+        reason = text.split("WeightsUnpickler error:", 1)[1]
+        reason = re.split(r"Please (?:use|file)|Check the documentation", reason)[0]
+        reason = " ".join(reason.split()).rstrip(". ")
+        if reason.startswith("Unsupported global"):
+            reason = reason.split(" was not an allowed global")[0] + " (a Python object, not a tensor: not " \
+                     "written by diffsde; it is not loaded, since loading it could run code)"
+        text = reason
+    sentences = re.split(r"(?<=[.!?])\s+", " ".join(text.split()))
+    text = " ".join([sentence for sentence in sentences if "weights_only" not in sentence
+                     and "safe_globals" not in sentence][:2])
+    if not text and isinstance(err, EOFError):
+        text = "the file ends early (empty or cut short)"
+    return f"{type(err).__name__}: {text[:300] or 'no details'}"
 
 
 _PAYLOAD_TYPES = {"format": str, "version": int, "step": int, "model_class": str, "model_config": dict,
@@ -184,24 +226,64 @@ def _parse(payload, where: str) -> Checkpoint:
     if not isinstance(generator.get("device"), str) or not isinstance(generator.get("state"), Tensor) \
             or generator["state"].dtype != torch.uint8:
         raise CheckpointError(f"{where}: generator must hold a device name and a uint8 state tensor")
-    _check_state_shapes(payload["ema"], payload["model"], "ema")
+    _check_state_shapes(payload["ema"], _shapes(payload["model"]), "ema")
+    for name in ("model", "ema"):
+        bad = first_nonfinite(payload[name])
+        if bad is not None:
+            raise CheckpointError(f"{where}: {name} weight {bad} has NaN or infinite entries (the run had diverged "
+                                  f"when this was written); refusing to load it")
     cls = MODELS.get(payload["model_class"])
     if cls is not None:
-        try:
-            reference = cls(**payload["model_config"]).state_dict()
-        except (TypeError, ValueError) as err:
-            raise CheckpointError(f"{where}: invalid {payload['model_class']} config {payload['model_config']}: "
-                                  f"{err}") from err
-        _check_state_shapes(payload["model"], reference, "model")
+        _check_model_config(cls, payload["model_config"], payload["model"], where)
     return Checkpoint(step, payload["model_class"], payload["model_config"], config, payload["model"],
                       payload["ema"], payload["optimizer"], payload["scheduler"], generator["device"],
                       generator["state"].cpu(), losses.to("cpu", torch.float32))
 
 
-def _check_state_shapes(stored: dict, expected: dict, name: str) -> None:
-    """Refuse a state dict whose names or shapes differ from ``expected``'s."""
-    stored_shapes = {k: tuple(v.shape) for k, v in stored.items() if isinstance(v, Tensor)}
-    expected_shapes = {k: tuple(v.shape) for k, v in expected.items()}
+def first_nonfinite(state: dict) -> str | None:
+    """``'name' (k of n entries)`` for the first floating-point tensor of a state dict with NaN or
+    infinite entries, or None when all are finite."""
+    for key, value in state.items():
+        if isinstance(value, Tensor) and (value.is_floating_point() or value.is_complex()):
+            bad = int((~torch.isfinite(value)).sum())
+            if bad:
+                return f"{key!r} ({bad} of {value.numel()} entries)"
+    return None
+
+
+def _check_model_config(cls: type, config: dict, stored: dict, where: str) -> None:
+    """Refuse a config whose model would not hold exactly the stored weights, BEFORE building it:
+    the expected shapes come from :func:`~diffsde.training.models.state_shapes` (nothing allocated),
+    so a crafted config asking for a huge model costs nothing. Once the shapes match, the model is no
+    larger than what the file already holds, and it is built once to run the constructor's checks.
+    A class that cannot be sized on the meta device is built first, as before the size check."""
+    try:
+        try:
+            expected = state_shapes(cls, config)
+        except NotImplementedError:
+            expected = _shapes(cls(**config).state_dict())
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{where}: invalid {cls.__name__} config {config}: {err}") from None
+    asked, held = (sum(math.prod(shape) for shape in shapes.values()) for shapes in (expected, _shapes(stored)))
+    if asked != held:
+        size = format_bytes(asked * torch.get_default_dtype().itemsize)
+        raise CheckpointError(f"{where}: model_config {config} asks for {cls.__name__} weights of {asked:,} parameters "
+                              f"({size}), but the file stores {held:,}; the config does not match the stored "
+                              f"weights' shapes")
+    _check_state_shapes(stored, expected, "model")
+    try:
+        cls(**config)
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{where}: invalid {cls.__name__} config {config}: {err}") from None
+
+
+def _shapes(state: dict) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in state.items() if isinstance(v, Tensor)}
+
+
+def _check_state_shapes(stored: dict, expected_shapes: dict, name: str) -> None:
+    """Refuse a state dict whose names or shapes differ from ``expected_shapes`` (name -> shape)."""
+    stored_shapes = _shapes(stored)
     if len(stored_shapes) != len(stored) or stored_shapes != expected_shapes:
         wrong = sorted(k for k in set(stored_shapes) | set(expected_shapes)
                        if stored_shapes.get(k) != expected_shapes.get(k))

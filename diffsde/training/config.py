@@ -29,10 +29,10 @@ class TrainConfig:
         ema_decay: decay of the weight EMA, in [0, 1); the EMA uses ``min(ema_decay, (1 + k) / (10 + k))``
             at update k, so a short run is not dominated by the initial weights.
         time_sampling: "uniform": t ~ U[t_min, T]; "grid": t uniform over the grid points τ_1..τ_n of
-            the schedule ``schedule``/``schedule_n`` (seed 004's t ~ U{1..T}), at its EXACT times
-            ``τ_i = -log ᾱ_i``, where the OU marginal is exactly DDPM's q(x_i | x0). That is where
+            the schedule ``schedule``/``schedule_n`` (Ho et al. 2020, Algorithm 1: t ~ U{1..T}), at its
+            EXACT times ``τ_i = -log ᾱ_i``, where the OU marginal is exactly DDPM's q(x_i | x0). That is where
             :func:`diffsde.ddpm.vlb` and a sampler on ``schedule.grid(exact_times=True)`` query
-            the network; seed-000 times t_i = Σ β_j would be off by O(β) from the ᾱ_i the chain uses.
+            the network; the step-sum times t_i = Σ β_j would be off by O(β) from the ᾱ_i the chain uses.
         t_min: lower end of "uniform" times, ``0 < t_min < T`` (OU time); unused by "grid".
         T: upper end of "uniform" times, ``t_min < T < inf`` (OU time); unused by "grid".
         schedule: the "grid" schedule, a name in :data:`diffsde.schedules.SCHEDULES` ("linear" or

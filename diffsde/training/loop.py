@@ -1,5 +1,6 @@
 """The training loop: one explicit generator, Adam with warm-up and cosine decay, an EMA of the
-weights, periodic atomic checkpoints and bit-exact resume."""
+weights, periodic atomic checkpoints and bit-exact resume, and a stop with
+:class:`TrainingDivergedError` when the loss or the weights stop being finite."""
 
 from __future__ import annotations
 
@@ -17,14 +18,32 @@ from .._checks import check_bool, check_int
 from ..parametrizations import EpsilonScore
 from ..protocols import declared_dim
 from . import checkpoints
+from ._memory import check_fits
 from .config import TrainConfig
 from .data import TIME_SAMPLERS, make_batches
 from .loss import eps_loss
 
-__all__ = ["TrainState", "TrainResult", "train"]
+__all__ = ["TrainState", "TrainResult", "train", "TrainingDivergedError"]
 
 PathLike = Union[str, os.PathLike]
 Device = Union[str, torch.device, None]
+
+
+class TrainingDivergedError(RuntimeError):
+    """Training produced a NaN or infinite loss or weight (typically a learning rate far too large
+    without gradient clipping). Raised by :func:`~diffsde.training.train`, which then stops and
+    leaves its last checkpoint, written while everything was finite, untouched.
+
+    Attributes:
+        step: the first optimizer step (0-based, an index into the losses) whose loss is not finite,
+            or after which the weights are not.
+        losses: (step + 1,) float32 CPU tensor: the losses up to and including that step.
+    """
+
+    def __init__(self, message: str, step: int, losses: Tensor):
+        super().__init__(message)
+        self.step = step
+        self.losses = losses
 
 
 @dataclass
@@ -80,7 +99,7 @@ def train(model: nn.Module, data: Any, config: TrainConfig | None = None, *, dev
           generator: torch.Generator | None = None, progress: bool = False,
           checkpoint_path: PathLike | None = None, checkpoint_every: int | None = None,
           resume: bool = False, compile_model: bool = False) -> TrainResult:
-    """Train an ε-network with :func:`~diffsde.training.eps_loss` (seed 004, Algorithm 1, in OU time).
+    """Train an ε-network with :func:`~diffsde.training.eps_loss` (Ho et al. 2020, Algorithm 1, in OU time).
 
     Each step draws, in this order and all from one generator: a batch x0 from ``data``,
     times t (``config.time_sampling``), noise ε; then Adam with the warm-up + cosine learning
@@ -107,7 +126,11 @@ def train(model: nn.Module, data: Any, config: TrainConfig | None = None, *, dev
     Raises (all before any step): TypeError / ValueError for a bad model, data (wrong dimension,
         NaN or infinite entries, empty), config, device or checkpoint arguments; FileNotFoundError /
         FileExistsError for a missing / unexpected checkpoint file; :class:`~diffsde.training.CheckpointError`
-        for a checkpoint that is corrupt or does not match this model and config.
+        for a checkpoint that is corrupt or does not match this model and config; MemoryError when the
+        weights, their gradients, the EMA and Adam's two moments (5 copies) exceed the device's memory.
+        During training: :class:`TrainingDivergedError`, naming the first step whose loss is NaN or
+        infinite (losses are read every 50 steps and before each checkpoint) or after which a weight is
+        (read before each checkpoint and at the end); no checkpoint is written from that point on.
     """
     config = TrainConfig() if config is None else config
     if not isinstance(config, TrainConfig):
@@ -131,6 +154,9 @@ def train(model: nn.Module, data: Any, config: TrainConfig | None = None, *, dev
     batches = make_batches(data, dim, config.batch_size, device, dtype)
     times = TIME_SAMPLERS[config.time_sampling](config, device, dtype)
     model.to(device)
+    weight_bytes = sum(p.numel() * p.element_size() for p in parameters)
+    check_fits(5 * weight_bytes, device, f"training a {type(model).__name__} of {weight_bytes:,} bytes of weights "
+                                         f"(with gradients, EMA and Adam's two moments)")
     state = TrainState.new(model, config, generator)
     if resume:
         checkpoints.load_checkpoint(path, map_location=device).restore(state)
@@ -139,6 +165,7 @@ def train(model: nn.Module, data: Any, config: TrainConfig | None = None, *, dev
 
     bar = tqdm(total=config.steps, initial=state.step, disable=not progress, desc="train", leave=False)
     start, recent = state.step, torch.zeros(config.steps, device=device)
+    saved = state.step if resume else None  # the step of the checkpoint now at `path`
     try:
         while state.step < config.steps:
             recent[state.step] = _step(state, forward, batches, times, parameters)
@@ -150,10 +177,17 @@ def train(model: nn.Module, data: Any, config: TrainConfig | None = None, *, dev
             if path is not None and (state.step == config.steps or
                                      (checkpoint_every is not None and state.step % checkpoint_every == 0)):
                 _flush_losses(state, recent, start)
+                _check_finite_weights(state)
                 checkpoints.save_checkpoint(path, state)
+                saved = state.step
+        _flush_losses(state, recent, start)
+        _check_finite_weights(state)
+    except TrainingDivergedError as err:
+        kept = ("" if path is None else f"; no checkpoint was written to {str(path)!r}" if saved is None
+                else f"; {str(path)!r} keeps the checkpoint of step {saved}, written while everything was finite")
+        raise TrainingDivergedError(f"{err}{kept}", err.step, err.losses) from None
     finally:
         bar.close()
-    _flush_losses(state, recent, start)
     return TrainResult(model, state.ema_model, state.losses.clone(), config)
 
 
@@ -179,8 +213,30 @@ _REFRESH = 50  # progress-bar refresh interval (steps); losses leave the device 
 
 def _flush_losses(state: TrainState, recent: Tensor, start: int) -> None:
     """Copy the losses of steps start..step-1, computed on the device, into the CPU history
-    (one synchronisation); earlier ones came from the checkpoint."""
+    (one synchronisation; earlier ones came from the checkpoint), and stop at the first that is
+    not finite."""
     state.losses[start:state.step] = recent[start:state.step].to("cpu", torch.float32)
+    finite = torch.isfinite(state.losses[start:state.step])
+    if not bool(finite.all()):
+        step = start + int((~finite).nonzero()[0, 0])
+        _diverged(state, step, f"the loss of step {step} is {float(state.losses[step])}")
+
+
+def _check_finite_weights(state: TrainState) -> None:
+    """Stop when a weight of the model or of its EMA is NaN or infinite (before it is checkpointed)."""
+    for name, module in (("model", state.model), ("EMA", state.ema_model)):
+        bad = checkpoints.first_nonfinite(module.state_dict())
+        if bad is not None:
+            _diverged(state, state.step - 1, f"after step {state.step - 1} the {name} weight {bad} has NaN or "
+                                             f"infinite entries")
+
+
+def _diverged(state: TrainState, step: int, what: str) -> None:
+    config = state.config
+    raise TrainingDivergedError(
+        f"training diverged: {what} (steps count from 0; lr={config.lr:g}, grad_clip={config.grad_clip}); "
+        f"lower lr or set grad_clip",
+        step, state.losses[:step + 1].clone())
 
 
 @torch.no_grad()

@@ -12,9 +12,9 @@ __all__ = ["eps_loss"]
 
 def eps_loss(model: nn.Module, x0: Tensor, t: TimeLike, noise: Tensor) -> Tensor:
     """DDPM's simple loss ``E ‖ε - ε_θ(x_t, t)‖²`` on ``x_t = e^{-t/2} x0 + sqrt(1 - e^{-t}) ε``
-    (seed 004, Algorithm 1, in OU time; the mixing is :meth:`diffsde.sde.OU.marginal`).
+    (Ho et al. 2020, Algorithm 1, in OU time; the mixing is :meth:`diffsde.sde.OU.marginal`).
 
-    The squared error is SUMMED over the data dimensions (the seed's ``‖·‖²₂``) and averaged
+    The squared error is SUMMED over the data dimensions (Ho et al.'s ``‖·‖²``) and averaged
     over the batch, so a model predicting 0 scores ``E ‖ε‖² = d``.
 
     Args:
