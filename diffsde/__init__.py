@@ -42,7 +42,8 @@ _SOURCES = {
     "sde": ("OU", "ProbabilityFlowODE", "ReverseSDE", "probability_flow_drift", "reverse_sde_drift",
             "vp_forward_step"),
     "training": ("Checkpoint", "CheckpointError", "TrainConfig", "TrainResult", "TrainState", "MODELS",
-                 "register_model", "eps_loss", "load_checkpoint", "save_checkpoint", "train"),
+                 "TrainingDivergedError", "register_model", "eps_loss", "load_checkpoint", "save_checkpoint",
+                 "train"),
 }
 _HOME = {name: module for module, names in _SOURCES.items() for name in names}
 
@@ -132,6 +133,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "TrainState",
+    "TrainingDivergedError",
     "MODELS",
     "register_model",
     "train",

@@ -8,47 +8,23 @@ report (``tried to allocate N bytes``) is turned into :func:`allocation_failure`
 
 from __future__ import annotations
 
+import math
 import re
 
 import torch
-from torch.overrides import TorchFunctionMode
 
 from .nets import EpsilonMLP
 from .training._memory import check_fits, format_bytes
+from .training.models import state_shapes
 
-__all__ = ["check_fits", "network_fits", "samples_fit", "parameter_count", "allocation_failure"]
-
-
-class _SizedOnMeta(TorchFunctionMode):
-    """Tensors made from a size (``torch.empty``, ``zeros``, ``ones``, ``full``, ``rand``, ``randn``:
-    what layers make their parameters with) go to the meta device, which allocates nothing. Unlike
-    ``with torch.device("meta")`` this leaves small buffers (``torch.logspace``) on the CPU, which
-    spares the second or so torch takes to load its meta kernels for them on first use."""
-
-    _SIZED = frozenset({torch.empty, torch.zeros, torch.ones, torch.full, torch.rand, torch.randn})
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = dict(kwargs or {})
-        if func in self._SIZED:
-            kwargs["device"] = "meta"
-        return func(*args, **kwargs)
-
-
-def parameter_count(cls, config: dict) -> int | None:
-    """Parameters of ``cls(**config)``, built with its parameters on the meta device (no memory);
-    None when the class cannot be built that way (then nothing is checked)."""
-    try:
-        with _SizedOnMeta():
-            model = cls(**config)
-        return sum(p.numel() for p in model.parameters())
-    except Exception:  # noqa: BLE001 - a class this cannot build is checked by its own allocation
-        return None
+__all__ = ["check_fits", "network_fits", "samples_fit", "allocation_failure"]
 
 
 def network_fits(dim: int, hidden: int, depth: int, device: torch.device) -> None:
     """Refuse (MemoryError) an EpsilonMLP whose training cannot fit: it holds the float32 parameters
     five times (weights, gradients, two Adam moments, the EMA copy)."""
-    parameters = parameter_count(EpsilonMLP, {"dim": dim, "hidden": hidden, "depth": depth}) or 0
+    shapes = state_shapes(EpsilonMLP, {"dim": dim, "hidden": hidden, "depth": depth})  # closed form, no allocation
+    parameters = sum(math.prod(shape) for shape in shapes.values())
     check_fits(5 * 4 * parameters, device, f"--hidden {hidden} --depth {depth} ({parameters:,} float32 parameters "
                                            f"with their gradients, Adam moments and EMA copy)")
 

@@ -41,8 +41,7 @@ from ._resources import allocation_failure, check_fits, network_fits, samples_fi
 from ._table import format_table
 from .demo import DEMO_T_MIN, SMALL_SIZES, DemoSettings, judge, reference_samples, toy_train_config, \
     train_network
-from .studies import (DEFAULT_METHODS, MonteCarlo, alpha_bar_limit, compare_samplers, convergence_study,
-                      linear_schedule, resolve_method)
+from .studies import DEFAULT_METHODS, MonteCarlo, alpha_bar_limit, compare_samplers, convergence_study, resolve_method
 from .samplers import NonFiniteSampleError, sample
 from .schedules import SCHEDULES
 from .scores import EpsilonScore, GaussianMixtureScore
@@ -227,8 +226,8 @@ def _cmd_sample(args: argparse.Namespace) -> int:
                            f"{args.toy}) and sample with --checkpoint")
         score, source = toy.exact_score, {"exact": repr(toy)}
     samples_fit(args.n_samples, getattr(score, "dim", None) or 1, args.device)
-    schedule = linear_schedule if args.schedule == "linear" else SCHEDULES[args.schedule]
-    grid = schedule(args.steps).grid(t_min=args.t_min)
+    grid = (demo.demo_grid(args.steps, args.t_min) if args.schedule == "linear"
+            else SCHEDULES[args.schedule](args.steps).grid(t_min=args.t_min))
     output = _output_folder(args)
     with output as folder, torch.no_grad():
         x, info = sample(score, spec, grid=grid, n_samples=args.n_samples, generator=_generator(args, 0),

@@ -57,7 +57,7 @@ from .nets import EpsilonMLP
 from .samplers import featured_methods, resolve_method, sample
 from .schedules import BetaSchedule, TimeGrid
 from .scores import GaussianMixtureScore
-from .training import TrainConfig, TrainResult, train
+from .training import TrainConfig, TrainResult, build_model, train
 
 __all__ = ["DemoSettings", "DemoReport", "run_demo", "write_report", "judge", "reference_samples",
            "toy_train_config", "train_network", "nfe_series", "error_se_series", "demo_grid", "noise_floor", "demo_table",
@@ -449,7 +449,7 @@ def train_network(toy: toys.Toy, config: TrainConfig, *, hidden: int, depth: int
     """
     with torch.random.fork_rng(devices=[]):
         torch.random.default_generator.manual_seed(config.seed)
-        model = EpsilonMLP(toy.dim, hidden=hidden, depth=depth)
+        model = build_model(EpsilonMLP, {"dim": toy.dim, "hidden": hidden, "depth": depth})  # refused at once if it cannot fit
     generator = torch.Generator(device=device).manual_seed(config.seed + _TRAIN)
     return train(model, toy, config, device=device, generator=generator, progress=progress,
                  checkpoint_path=checkpoint_path)

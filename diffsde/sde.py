@@ -22,7 +22,7 @@ from typing import Union
 import torch
 from torch import Tensor
 
-from ._checks import TimeLike, broadcast_time, check_time
+from ._checks import TimeLike, broadcast_time, check_real, check_time
 from .processes import OU, Process, Score, probability_flow_drift, reverse_sde_drift
 
 __all__ = ["OU", "ReverseSDE", "ProbabilityFlowODE", "reverse_sde_drift", "probability_flow_drift",
@@ -35,7 +35,12 @@ def vp_forward_step(x: Tensor, beta: float, noise: Tensor) -> Tensor:
     """One step of the VP forward chain, ``sqrt(1 - β) x + sqrt(β) ε`` (seed 000, eq. "1.5 forward
     diffusion process sampling discrete, alt"; DDPM's q(x_i | x_{i-1})). With β the step of OU
     time it discretizes the forward OU; after steps β_0..β_{i-1} the law of x_i given x0 is
-    exactly N(sqrt(ᾱ_i) x0, (1 - ᾱ_i) I)."""
+    exactly N(sqrt(ᾱ_i) x0, (1 - ᾱ_i) I).
+
+    Raises:
+        ValueError: β outside [0, 1] (the chain's variance would be negative or complex).
+    """
+    beta = check_real(beta, "beta", 0, 1)
     return (1.0 - beta) ** 0.5 * x + beta ** 0.5 * noise
 
 

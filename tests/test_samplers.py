@@ -163,6 +163,7 @@ def test_probability_flow_ode_solved_adaptively_is_the_exact_transport_map(devic
 # Mixture recovery with the exact score.
 # --------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method,options", ALL_METHODS, ids=[label(*m) for m in ALL_METHODS])
 def test_every_method_recovers_the_ring_mixture(device, method, options):
     # 8 Gaussians on a circle of radius 4 (std 0.5), exact score, the linear 1000-step

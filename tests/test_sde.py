@@ -20,6 +20,7 @@ def five_sigma_mean_tol(variances: torch.Tensor, n: int) -> torch.Tensor:
     return 5 * torch.sqrt(variances / n)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("x0", [[5.0, -3.0], [0.0, 0.0], [-40.0, 12.0]])
 def test_vp_forward_chain_ends_near_standard_normal(device, x0):
     schedule = BetaSchedule.linear(1000)
@@ -47,6 +48,7 @@ def test_vp_forward_chain_ends_near_standard_normal(device, x0):
                           atol=5 * math.sqrt(2 / n), rtol=0)
 
 
+@pytest.mark.slow
 def test_sample_marginal_matches_a_fine_euler_maruyama_simulation(device):
     ou, n, t, dt = OU(), 100_000, 1.5, 1e-3
     x0 = torch.tensor([2.0, -1.0], dtype=torch.float64, device=device).expand(n, 2)
@@ -273,3 +275,10 @@ def test_each_process_solves_its_fokker_planck_equation(name, flow):
         if not flow:
             rhs = rhs + 0.5 * process.diffusion(tau) ** 2 * (lap_log_p + (grad_log_p**2).sum(-1))
         assert float(rhs) == pytest.approx(-dt_log_p, rel=1e-8, abs=1e-10 * (1 + abs(dt_log_p)))
+
+
+@pytest.mark.parametrize("beta", [-0.1, 1.5, math.nan])
+def test_vp_forward_step_refuses_beta_outside_zero_one(beta):
+    # sqrt(1 - β) and sqrt(β) are real only for β in [0, 1]; -0.1 gave a complex tensor before.
+    with pytest.raises(ValueError, match=r"^beta must be in \[0, 1\]"):
+        vp_forward_step(torch.zeros(2, 2), beta, torch.zeros(2, 2))
