@@ -9,7 +9,7 @@ type outside the allowed range or set raises ValueError.
 - tensors: :func:`check_data` (a floating (..., d) data tensor), :func:`check_spd` and
   :func:`check_symmetric` (covariance matrices), :func:`real_float64` (parameters read into float64),
   :func:`check_positive` (scales and variances), :func:`check_output` (what a score or a network returned);
-- times: :func:`check_time` (the OU's own time t, DESIGN.md), :func:`broadcast_time`.
+- times: :func:`check_time` (the OU's own time t, the documentation's conventions page), :func:`broadcast_time`.
 """
 
 from __future__ import annotations

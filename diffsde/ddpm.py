@@ -1,7 +1,7 @@
 """DDPM's discrete chain: its posterior, its ε-parametrised reverse mean, and its variational bound
 (a Monte Carlo estimate for any data, its exact expectation for Gaussian data).
 
-DDPM (Ho et al. 2020) is one discretization of the OU (DESIGN.md): on a schedule with
+DDPM (Ho et al. 2020) is one discretization of the OU (the documentation's conventions page): on a schedule with
 ``ᾱ_0 = 1 > ᾱ_1 > ... > ᾱ_n``, step i has ``α_i = ᾱ_i / ᾱ_{i-1}`` and ``β_i = 1 - α_i``, and
 ``q(x_i | x0) = N(sqrt(ᾱ_i) x0, (1 - ᾱ_i) I)`` is the OU marginal at the exact time
 ``τ_i = -log ᾱ_i``. Everything here is written in terms of the two ᾱ at the ends of a
@@ -32,7 +32,7 @@ EpsModel = Callable[[Tensor, float], Tensor]
 
 def ddpm_posterior(x_t: Tensor, x0: Tensor, alpha_bar_t: AlphaBar,
                    alpha_bar_prev: AlphaBar) -> tuple[Tensor, Union[float, Tensor]]:
-    """Mean and variance of DDPM's posterior ``q(x_{t-1} | x_t, x0) = N(μ̃, β̃ I)`` (seed 001, eqs. 6-7):
+    """Mean and variance of DDPM's posterior ``q(x_{t-1} | x_t, x0) = N(μ̃, β̃ I)`` (Ho et al. 2020, eqs. 6-7):
 
         μ̃ = sqrt(ᾱ_{t-1}) β_t / (1 - ᾱ_t) · x0 + sqrt(α_t) (1 - ᾱ_{t-1}) / (1 - ᾱ_t) · x_t,
         β̃_t = (1 - ᾱ_{t-1}) / (1 - ᾱ_t) · β_t,      α_t = ᾱ_t / ᾱ_{t-1},  β_t = 1 - α_t.
@@ -61,7 +61,7 @@ def ddpm_posterior(x_t: Tensor, x0: Tensor, alpha_bar_t: AlphaBar,
 
 
 def ddpm_reverse_mean(x_t: Tensor, eps: Tensor, alpha_bar_t: AlphaBar, alpha_bar_prev: AlphaBar) -> Tensor:
-    """DDPM's reverse mean from a noise prediction (seed 001, eq. 8; seed 004, eq. 8):
+    """DDPM's reverse mean from a noise prediction (Ho et al. 2020, eq. 11):
     ``μ_θ = (x_t - β_t / sqrt(1 - ᾱ_t) · ε) / sqrt(α_t)``.
 
     It is :func:`ddpm_posterior`'s mean at ``x0 = x̂0 = (x_t - sqrt(1 - ᾱ_t) ε) / sqrt(ᾱ_t)``.
@@ -81,7 +81,7 @@ def reverse_mean_unchecked(x_t: Tensor, eps: Tensor, alpha_bar_t: AlphaBar, alph
 
 def predict_x0(x_t: Tensor, eps: Tensor, alpha_bar_t: AlphaBar) -> Tensor:
     """``x̂0 = (x_t - sqrt(1 - ᾱ_t) ε) / sqrt(ᾱ_t)``: x0 solved from
-    ``x_t = sqrt(ᾱ_t) x0 + sqrt(1 - ᾱ_t) ε`` (seed 004, eq. 1 and §8.6)."""
+    ``x_t = sqrt(ᾱ_t) x0 + sqrt(1 - ᾱ_t) ε`` (Ho et al. 2020, eq. 4 solved for x0)."""
     check_data(x_t, "x_t")
     a_t, _ = _alpha_bars(alpha_bar_t, 1.0, x_t, allow_equal=True)
     return (x_t - (1 - a_t) ** 0.5 * eps) / a_t ** 0.5
@@ -89,7 +89,7 @@ def predict_x0(x_t: Tensor, eps: Tensor, alpha_bar_t: AlphaBar) -> Tensor:
 
 def normal_kl(mean1: Tensor, var1: AlphaBar, mean2: Tensor, var2: AlphaBar) -> Tensor:
     """``KL(N(mean1, var1 I) || N(mean2, var2 I))`` summed over the last dimension, in nats
-    (seed 001, eq. 13, per coordinate): ``½ Σ [log(var2 / var1) + (var1 + (mean1 - mean2)²) / var2 - 1]``.
+    (per coordinate): ``½ Σ [log(var2 / var1) + (var1 + (mean1 - mean2)²) / var2 - 1]``.
 
     means: (..., d); variances: floats or tensors in (0, inf) broadcasting against them (else
     ValueError naming var1 or var2; a tensor is read on the host). Returns shape (...).
@@ -104,7 +104,7 @@ def normal_kl(mean1: Tensor, var1: AlphaBar, mean2: Tensor, var2: AlphaBar) -> T
 
 @dataclass(frozen=True)
 class VLBTerms:
-    """DDPM's variational bound on ``-log p_θ(x0)`` per data point, in nats (seed 001, eq. 12).
+    """DDPM's variational bound on ``-log p_θ(x0)`` per data point, in nats (Ho et al. 2020, eqs. 3 and 5).
 
     Attributes:
         prior: (B,) ``L_T = KL(q(x_n | x0) || N(0, I))``.
@@ -145,11 +145,11 @@ class VLBTerms:
 
 def vlb(eps_model: EpsModel, x0: Tensor, schedule: BetaSchedule, *, variance: str = "beta",
         generator: torch.Generator | None = None) -> VLBTerms:
-    """DDPM's variational bound ``L_T + Σ_{i=2}^{n} L_{i-1} + L_0`` for data x0 (seed 001, eqs. 12-13;
-    seed 004, eq. 3 and L_0), with an ε-parametrised reverse chain.
+    """DDPM's variational bound ``L_T + Σ_{i=2}^{n} L_{i-1} + L_0`` for data x0 (Ho et al. 2020,
+    eqs. 5 and 13), with an ε-parametrised reverse chain.
 
     The reverse kernel is ``p_θ(x_{i-1} | x_i) = N(μ_θ, σ_i² I)`` with μ_θ from ε by
-    :func:`ddpm_reverse_mean` (seed 001, eq. 8) and ``σ_i² = β_i`` (``variance="beta"``) or
+    :func:`ddpm_reverse_mean` (Ho et al. 2020, eq. 11) and ``σ_i² = β_i`` (``variance="beta"``) or
     ``β̃_i`` (``"beta_tilde"``). The decoder ``p_θ(x0 | x_1) = N(μ_θ(x_1), β_1 I)`` is Gaussian
     (continuous data) and always uses β_1, since ``β̃_1 = 0``.
 
@@ -282,7 +282,7 @@ def expected_vlb(eps_model: EpsModel, p0: GaussianScore, schedule: BetaSchedule,
     """The exact expectation of :func:`vlb` for Gaussian data p0 = N(μ, Σ) and an ε-model affine in x.
 
     The bound is ``L_T + Σ_{i=2}^{n} L_{i-1} + L_0`` (Sohl-Dickstein et al. 2015; Ho et al. 2020,
-    eq. 5; seed 001, eqs. 12-13), with the same reverse chain as :func:`vlb`: mean
+    eqs. 5 and 13), with the same reverse chain as :func:`vlb`: mean
     ``μ_θ(x_i) = (x_i - β_i / sqrt(1 - ᾱ_i) ε(x_i, τ_i)) / sqrt(α_i) = M_i x_i + c_i`` (Ho et al.
     2020, eq. 11), variance ``σ_i² = β_i`` or ``β̃_i``. With ``x_i = sqrt(ᾱ_i) x0 + sqrt(1 - ᾱ_i) z``
     and the posterior mean ``a x0 + b x_i`` (Ho et al. 2020, eqs. 6-7), each term is a Gaussian KL

@@ -11,7 +11,7 @@ both, into an all-or-nothing output folder).
 
 The same seed gives the same report: every random draw comes from a generator seeded with
 ``seed + offset`` (one offset per stream), and the network's initial weights from torch's
-CPU generator seeded with ``seed``. Times are forward OU times t (DESIGN.md).
+CPU generator seeded with ``seed``. Times are forward OU times t (the documentation's conventions page).
 
 The grid (:func:`demo_grid`): ``steps`` >= 21 samples on ``BetaSchedule.linear(steps)`` cut at
 t_min = 1e-3, ending at its first time at or above t_min (250 steps keep 248, ending at

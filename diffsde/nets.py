@@ -1,7 +1,7 @@
 """The ε-network: an MLP conditioned on the OU time t through a sinusoidal embedding.
 
-The network predicts the noise ε in ``x_t = e^{-t/2} x0 + sqrt(1 - e^{-t}) ε`` (DESIGN.md,
-"ε and the score"; seed 004, Algorithm 1) and is conditioned on the OU's own time t, never
+The network predicts the noise ε in ``x_t = e^{-t/2} x0 + sqrt(1 - e^{-t}) ε`` (Ho et al.
+2020, eq. 14 and Algorithm 1, in OU time) and is conditioned on the OU's own time t, never
 on a step index. Its score is ``s = -ε / sqrt(1 - e^{-t})`` (:class:`diffsde.scores.EpsilonScore`).
 """
 
@@ -47,7 +47,7 @@ class TimeEmbedding(nn.Module):
     ``e(t) = [sin(ω_k λ(t)), cos(ω_k λ(t))]_{k < K}``, ``λ(t) = -t - log(1 - e^{-t})``,
     ``ω_k = 2π / P_k`` with periods P_k geometrically spaced in [min_period, max_period]
     (``K = embed_dim / 2``). This is Vaswani et al.'s sinusoidal embedding (the one DDPM uses,
-    seed 004 §5.2) applied to λ(t) instead of a step index.
+    Ho et al. 2020, appendix B) applied to λ(t) instead of a step index.
 
     Why λ and these periods: over the OU range t in [1e-3, 10] the marginal p_t changes on
     the scale of t itself near 0 (its noise variance is 1 - e^{-t} ≈ t) and on the scale of 1

@@ -1,9 +1,9 @@
 """What a network predicts, and its score: ε-, x0- and v-prediction <-> s, in the OU's own time.
 
-Under the OU, ``x_t = α x0 + σ ε`` with ``α(t) = e^{-t/2}``, ``σ(t) = sqrt(1 - e^{-t})`` (seed 000;
-ᾱ = α² = e^{-t} and α² + σ² = 1, DESIGN.md "One time variable"). Tweedie's formula
-``E[x0 | x_t] = (x_t + σ² s) / α`` (Efron 2011) and ``E[ε | x_t] = -σ s`` (seed 000, eq. "score
-and eps") tie each prediction a network may be trained for to the score s = ∇ log p_t:
+Under the OU, ``x_t = α x0 + σ ε`` with ``α(t) = e^{-t/2}``, ``σ(t) = sqrt(1 - e^{-t})`` (Ho et al.
+2020, eq. 4 in OU time; ᾱ = α² = e^{-t} and α² + σ² = 1). Tweedie's formula
+``E[x0 | x_t] = (x_t + σ² s) / α`` (Efron 2011) and ``E[ε | x_t] = -σ s`` (Vincent
+2011) tie each prediction a network may be trained for to the score s = ∇ log p_t:
 
 | prediction | from the score | to the score |
 | --- | --- | --- |
@@ -56,7 +56,7 @@ def _time(t: TimeLike) -> Scale:
 
 
 def signal_scale(t: TimeLike) -> Scale:
-    """``α(t) = e^{-t/2} = sqrt(ᾱ(t))``, the scale of x0 in x_t (seed 000). A float for a number,
+    """``α(t) = e^{-t/2} = sqrt(ᾱ(t))``, the scale of x0 in x_t (Ho et al. 2020, eq. 4 in OU time). A float for a number,
     a tensor for a tensor (as are the other coefficients).
 
     Raises ValueError unless every t is a finite OU time >= 0 (as do the other coefficients;
@@ -74,7 +74,7 @@ def noise_variance(t: TimeLike) -> Scale:
 
 def noise_std(t: TimeLike) -> Scale:
     """``sqrt(1 - e^{-t})``, the standard deviation of the noise in x_t given x0
-    (seed 000: ``x_t = e^{-t/2} x0 + sqrt(1 - e^{-t}) ε``; DESIGN.md "One time variable")."""
+    (Ho et al. 2020, eq. 4 in OU time: ``x_t = e^{-t/2} x0 + sqrt(1 - e^{-t}) ε``)."""
     check_time(t, "t")
     return _noise_std(_time(t))
 
@@ -95,7 +95,7 @@ def _noise_std(t: Scale) -> Scale:
 # -- conversions at one time -------------------------------------------------------------------
 
 def score_from_epsilon(eps: Tensor, sigma: Scale) -> Tensor:
-    """``s = -ε / σ`` with ``σ = sqrt(1 - ᾱ)`` (seed 000, eq. "1.6 DDPM result score eps").
+    """``s = -ε / σ`` with ``σ = sqrt(1 - ᾱ)`` (Vincent 2011; Ho et al. 2020, §3.2).
 
     Raises ValueError unless σ (a number or a tensor, read on the host) is in (0, inf).
     """
@@ -108,7 +108,7 @@ def _score_from_epsilon(eps: Tensor, sigma: Scale) -> Tensor:
 
 
 def epsilon_from_score(score_value: Tensor, sigma: Scale) -> Tensor:
-    """``ε = -σ s`` with ``σ = sqrt(1 - ᾱ)`` (seed 000, eq. "score and eps"), the inverse of
+    """``ε = -σ s`` with ``σ = sqrt(1 - ᾱ)`` (Vincent 2011), the inverse of
     :func:`score_from_epsilon`."""
     return -sigma * score_value
 
@@ -203,7 +203,7 @@ class _NetworkScore:
 
 class EpsilonScore(_NetworkScore):
     """The score of an ε-predictor: ``s(x, t) = -ε(x, t) / sqrt(1 - e^{-t})``
-    (seed 000, eq. "1.6 DDPM result score eps").
+    (Vincent 2011; Ho et al. 2020, §3.2).
 
     Args:
         eps_model: callable ``eps_model(x, t)`` with x of shape (batch, d) and t a (batch,)
@@ -282,7 +282,7 @@ class _ScorePrediction:
 
 class EpsilonFromScore(_ScorePrediction):
     """An ε-predictor made from a score: ``ε(x, t) = -sqrt(1 - e^{-t}) s(x, t)``
-    (seed 000, eq. "score and eps"); e.g. the exact ε of Gaussian data for the VLB."""
+    (Vincent 2011); e.g. the exact ε of Gaussian data for the VLB."""
 
     def __call__(self, x: Tensor, t: TimeLike) -> Tensor:
         return epsilon_from_score(check_output(self.score(x, t), x, "score"), _noise_std(broadcast_time(t, x)))

@@ -1,5 +1,5 @@
 """Scores carried between a process's coordinates and the OU's, through the map of
-:mod:`diffsde.processes` (DESIGN.md "Processes in OU coordinates").
+:mod:`diffsde.processes` (the documentation's conventions, "Processes in OU coordinates").
 
 With ``x = c(τ) y`` and ``t = t(τ)``, the law of x at τ is the OU's law of y at t pushed forward by
 a scaling, so (change of variables, then the chain rule)::

@@ -1,8 +1,8 @@
 """Linear-Gaussian forward processes, each the canonical OU seen through a change of clock and scale.
 
 A process ``x_τ = a(τ) x0 + b(τ) ε`` in its own clock τ ∈ [0, T], with ``dx = f(x, τ) dτ + g(τ) dW``
-and ``f(x, τ) = k(τ) x``, is the OU ``dx = -½ x dt + dW`` (seed 000) through (DESIGN.md
-"Processes in OU coordinates"):
+and ``f(x, τ) = k(τ) x``, is the OU ``dx = -½ x dt + dW`` (Song et al. 2021, eq. 11 with β ≡ 1) through (the
+documentation's conventions, "Processes in OU coordinates"):
 
     t(τ) = log(1 + b²/a²),   c(τ) = sqrt(a² + b²),   x_ou = x / c,
 
@@ -14,7 +14,7 @@ its integral ``B(s) = β_min s + ½ s² (β_max - β_min)`` and σ(s) = σ_min (
 
 | process | k(τ) | g(τ)² | a(τ) | b(τ) | source |
 | --- | --- | --- | --- | --- | --- |
-| OU | -½ | 1 | e^{-t/2} | sqrt(1 - e^{-t}) | seed 000 |
+| OU | -½ | 1 | e^{-t/2} | sqrt(1 - e^{-t}) | Song et al. 2021, eq. 11 with β ≡ 1 |
 | VP | -½ β(s) | β(s) | e^{-B/2} | sqrt(1 - e^{-B}) | Song et al. 2021, §3.4 and appendix B |
 | SubVP | -½ β(s) | β(s) (1 - e^{-2B}) | e^{-B/2} | 1 - e^{-B} | Song et al. 2021, §3.4 and appendix B |
 | VE | 0 | 2 σ(s)² log(σ_max/σ_min) | 1 | sqrt(σ(s)² - σ_min²) | Song et al. 2021, §3.4 and appendix B |
@@ -43,14 +43,14 @@ Shape = Union[int, Sequence[int]]
 Device = Union[str, torch.device, None]
 
 OU_RATE = 0.5
-"""The OU's drift rate: ``dx = -OU_RATE x dt + dW`` (seed 000, eq. "1.5 OU process Noise"); the one ½."""
+"""The OU's drift rate: ``dx = -OU_RATE x dt + dW`` (Song et al. 2021, eq. 11 with β ≡ 1); the one ½."""
 
 _SLACK = 1e-6  # relative slack on the end of a clock, for float32 times
 
 
 def reverse_sde_drift(x: Tensor, score_value: Tensor, tau: TimeLike | None = None) -> Tensor:
     """Drift of the OU's reverse SDE in backward time, ``½ x + s`` = g² s - f with g = 1, f = -½ x
-    (seed 000, Langevin decomposition; Song et al. 2021, eq. 6). ``tau`` is unused (the OU's
+    (Anderson 1982; Song et al. 2021, eq. 6). ``tau`` is unused (the OU's
     rule does not depend on time); it makes this the OU's ``reverse_drift``."""
     return OU_RATE * x + score_value
 
@@ -241,7 +241,7 @@ class _LinearProcess:
 
 
 class OU(_LinearProcess):
-    """The forward Ornstein–Uhlenbeck process ``dx = -½ x dt + dW`` on t >= 0 (seed 000): the
+    """The forward Ornstein–Uhlenbeck process ``dx = -½ x dt + dW`` on t >= 0 (Song et al. 2021, eq. 11 with β ≡ 1): the
     canonical process, with t its own OU time (c = 1). It has no natural end (``T = None``).
 
     Knows nothing of step counts or final times. Times ``t`` may be a Python float, a
@@ -277,7 +277,7 @@ class OU(_LinearProcess):
         return super().prior(shape, generator, device, dtype)
 
     def alpha_bar(self, t: TimeLike) -> Union[float, Tensor]:
-        """``ᾱ(t) = e^{-t}``, the signal variance kept at time t (seed 000, eq. "alpha bar limit")."""
+        """``ᾱ(t) = e^{-t}``, the signal variance kept at time t (Song et al. 2021, appendix B)."""
         return exp_neg(self._time(t))
 
     def exact_score(self, ou_exact):

@@ -2,7 +2,7 @@
 
 These are structural types (:class:`typing.Protocol`, checkable with ``isinstance``): any object
 with the right methods is one, whatever its class, as with k-diffusion's "model(x, sigma)"
-convention. Times are the OU's own time t (DESIGN.md "One time variable"); data are (N, d).
+convention. Times are the OU's own time t (the documentation's conventions, "One time variable"); data are (N, d).
 
 - :class:`Score`: ``score(x, t)`` ≈ ∇_x log p_t(x), e.g. :class:`~diffsde.scores.GaussianScore`,
   :class:`~diffsde.parametrizations.EpsilonScore`, a plain function (which declares no ``dim``:

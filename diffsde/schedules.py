@@ -1,14 +1,14 @@
-"""Discrete β schedules as grids on the OU's time axis (seed 000, DESIGN.md "One time variable").
+"""Discrete β schedules as grids on the OU's time axis (the documentation's conventions, "One time variable").
 
 A schedule β_0 ... β_{n-1} is read two ways:
 
-* seed 000's convention: β_j is a step of OU time, so ``times[i] = t_i = Σ_{j<i} β_j``;
+* the step-sum convention (Song et al. 2021, appendix B): β_j is a step of OU time, so ``times[i] = t_i = Σ_{j<i} β_j``;
 * the exact map: ``exact_times[i] = τ_i = -log ᾱ_i`` with ``ᾱ_i = Π_{j<i} (1 - β_j)``, the
   time at which the OU marginal has exactly the VP chain's ᾱ_i (so the VP forward chain
   is an exact OU sampler on that grid).
 
 The two agree to first order: ``log ᾱ_i = -t_i - ½ Σ_{j<i} β_j² + O(β³)``, so
-``ᾱ_i - e^{-t_i} = O(max β)`` (seed 000, eq. "alpha bar limit"). For the linear schedule,
+``ᾱ_i - e^{-t_i} = O(max β)`` (Song et al. 2021, appendix B). For the linear schedule,
 ``n · max_i |ᾱ_i - e^{-t_i}| -> max_s ½ e^{-t(s)} ∫_0^s β(u)² du = 0.8622...``.
 
 Precision: a schedule's arithmetic (its times, ᾱ, grids, refinements and respacings) is
@@ -44,11 +44,11 @@ class BetaSchedule:
 
     Attributes (tensors, float64 on the CPU unless moved with :meth:`to`):
         betas: (n,) the β_j.
-        times: (n+1,) seed-000 times ``t_0 = 0, t_i = Σ_{j<i} β_j`` (a respaced schedule keeps
+        times: (n+1,) step-sum times ``t_0 = 0, t_i = Σ_{j<i} β_j`` (a respaced schedule keeps
             its parent's times instead, :meth:`respaced`).
         alpha_bars: (n+1,) ``ᾱ_0 = 1, ᾱ_i = Π_{j<i} (1 - β_j)``.
         exact_times: (n+1,) ``τ_i = -log ᾱ_i`` (computed as ``-Σ log1p(-β_j)``).
-        T: final seed-000 time ``t_n`` (a Python float).
+        T: final step-sum time ``t_n`` (a Python float).
         n: number of steps.
 
     Raises:
@@ -94,7 +94,7 @@ class BetaSchedule:
     @classmethod
     def linear(cls, n: int = 1000, beta_min: float = 0.1, beta_max: float = 20.0) -> "BetaSchedule":
         """Song et al.'s linear rate ``β(s) = beta_min + (beta_max - beta_min) s`` on s in [0, 1],
-        discretized as ``β_i = β(i / (n - 1)) / n`` (DESIGN.md).
+        discretized as ``β_i = β(i / (n - 1)) / n`` (the documentation's conventions page).
 
         At n = 1000 this is DDPM's β from 1e-4 to 0.02; every n has the same
         ``T = (beta_min + beta_max) / 2 = 10.05``, so increasing n refines one continuous
@@ -146,13 +146,13 @@ class BetaSchedule:
 
     @property
     def T(self) -> float:
-        """Final seed-000 time ``t_n = Σ_j β_j``."""
+        """Final step-sum time ``t_n = Σ_j β_j``."""
         return float(self._times64[-1])
 
     def refine(self, factor: int) -> "BetaSchedule":
         """Split every step β_j into ``factor`` equal steps β_j / factor.
 
-        The seed-000 times of the old grid stay grid points (``t_i`` becomes
+        The step-sum times of the old grid stay grid points (``t_i`` becomes
         ``t_{i·factor}``), so refining walks toward the continuous limit on a fixed time axis.
 
         Raises:
@@ -224,7 +224,7 @@ class BetaSchedule:
         """The sampling grid of this schedule: forward times descending from T to t_min, in float64
         whatever dtype this schedule's tensors were moved to.
 
-        Uses seed-000 times ``t_i`` (default) or the exact times ``τ_i = -log ᾱ_i``; each
+        Uses step-sum times ``t_i`` (default) or the exact times ``τ_i = -log ᾱ_i``; each
         step keeps this schedule's β_i and ᾱ_i. Where the grid ends:
 
         * ``end_at_t_min=False`` (default): it keeps the points with time >= t_min, so it ends
@@ -312,7 +312,7 @@ class Interval(NamedTuple):
     """One step of a sampling grid, as Python floats (no tensors, nothing to synchronise).
 
     ``t_from > t_to`` are forward OU times; the step runs backward in t over ``h = t_from - t_to``.
-    ``beta`` is the VP step's β (the schedule's β_i, or Δt on a bare grid, seed 000's
+    ``beta`` is the VP step's β (the schedule's β_i, or Δt on a bare grid, the step-sum
     convention); ``alpha_bar_from``/``alpha_bar_to`` are ᾱ at the two ends (the schedule's,
     or e^{-t} on a bare grid).
     """
@@ -338,7 +338,7 @@ class TimeGrid:
     Attributes (float64, CPU):
         times: (n+1,) strictly decreasing, times[-1] = t_min >= 0.
         betas: (n,) the VP β of each step: a schedule's β_i, or Δt_k = times[k] - times[k+1]
-            on a bare grid (seed 000's reading of β as a step of OU time).
+            on a bare grid (the step-sum reading of β as a step of OU time).
         alpha_bars: (n+1,) ᾱ at each time: a schedule's ᾱ_i, or e^{-t} on a bare grid.
         source: "schedule" or "times".
     """

@@ -1,5 +1,5 @@
 """Exact scores, log-densities and samples of p_t for Gaussian and Gaussian-mixture data
-(seed 000, DESIGN.md "Exact scores are first-class").
+(the documentation's conventions, "Exact scores are first-class").
 
 Under the OU, a component N(μ, Σ) of p_0 becomes at time t
 
@@ -53,9 +53,8 @@ def _as_float64(value: ArrayLike, name: str) -> Tensor:
 class GaussianMixtureScore:
     """Exact score, log-density and sampler of p_t for ``p_0 = Σ_k w_k N(μ_k, Σ_k)`` in any dimension d.
 
-    The OU maps each component to ``N(e^{-t/2} μ_k, e^{-t} Σ_k + (1 - e^{-t}) I)`` (seed 000's
-    marginal x_t = e^{-t/2} x0 + sqrt(1 - e^{-t}) ε applied to a Gaussian; DESIGN.md "Exact
-    scores are first-class"), so ``s = -Σ_k r_k(x) Σ_{t,k}^{-1} (x - e^{-t/2} μ_k)`` with
+    The OU maps each component to ``N(e^{-t/2} μ_k, e^{-t} Σ_k + (1 - e^{-t}) I)`` (the OU
+    marginal x_t = e^{-t/2} x0 + sqrt(1 - e^{-t}) ε applied to a Gaussian), so ``s = -Σ_k r_k(x) Σ_{t,k}^{-1} (x - e^{-t/2} μ_k)`` with
     responsibilities r_k (docs/theory/forward.md).
 
     Args:
@@ -318,8 +317,8 @@ class GaussianMixtureScore:
 class GaussianScore(GaussianMixtureScore):
     """Exact score, log-density and sampler of p_t for ``p_0 = N(mean, cov)``.
 
-    ``p_t = N(e^{-t/2} mean, e^{-t} cov + (1 - e^{-t}) I)`` (seed 000's marginal applied to a
-    Gaussian; DESIGN.md "Exact scores are first-class"); the score is affine in x,
+    ``p_t = N(e^{-t/2} mean, e^{-t} cov + (1 - e^{-t}) I)`` (the OU marginal applied to a
+    Gaussian); the score is affine in x,
     which is what makes :func:`diffsde.exact_output_law` possible.
 
     Args:

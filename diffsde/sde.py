@@ -6,7 +6,7 @@ score ``s(x, τ) = ∇ log p_τ(x)`` in that process's coordinates, in backward 
 * reverse SDE (Anderson 1982; Song et al. 2021, eq. 6): ``dx = [g² s - f](x, T - τ') dτ' + g dW'``;
 * probability-flow ODE (Song et al. 2021, eq. 13): ``dx/dτ' = [½ g² s - f](x, T - τ')``.
 
-For the canonical OU (seed 000, DESIGN.md) these are ``dx = (½ x + s(x, T - t')) dt' + dW'`` and
+For the canonical OU (Song et al. 2021, eq. 11 with β ≡ 1) these are ``dx = (½ x + s(x, T - t')) dt' + dW'`` and
 ``dx/dt' = ½ x + ½ s(x, T - t')``. ``ReverseSDE(score, T)`` (no process) is the OU's, as before.
 
 The classes expose ``f(t, y)``, ``g(t, y)``, ``noise_type`` and ``sde_type`` so
@@ -32,8 +32,8 @@ _CANONICAL_OU = OU()
 
 
 def vp_forward_step(x: Tensor, beta: float, noise: Tensor) -> Tensor:
-    """One step of the VP forward chain, ``sqrt(1 - β) x + sqrt(β) ε`` (seed 000, eq. "1.5 forward
-    diffusion process sampling discrete, alt"; DDPM's q(x_i | x_{i-1})). With β the step of OU
+    """One step of the VP forward chain, ``sqrt(1 - β) x + sqrt(β) ε`` (DDPM's q(x_i | x_{i-1}),
+    Ho et al. 2020, eq. 2). With β the step of OU
     time it discretizes the forward OU; after steps β_0..β_{i-1} the law of x_i given x0 is
     exactly N(sqrt(ᾱ_i) x0, (1 - ᾱ_i) I).
 
@@ -136,7 +136,7 @@ class _BackwardTimeProcess:
 
 class ReverseSDE(_BackwardTimeProcess):
     """The reverse SDE of a process in backward time τ' = T - τ (Anderson 1982; Song et al. 2021,
-    eq. 6): ``dx = [g² s - f](x, T - τ') dτ' + g(T - τ') dW'``, τ' in [0, T]. For the OU (seed 000):
+    eq. 6): ``dx = [g² s - f](x, T - τ') dτ' + g(T - τ') dW'``, τ' in [0, T]. For the OU:
     ``dx = (½ x + s(x, T - t')) dt' + dW'``.
 
     ``ReverseSDE(process, score, T=None)``; the older ``ReverseSDE(score, T)`` is the OU's.

@@ -1,4 +1,4 @@
-"""Toy data distributions in R^d for diffusion experiments (DESIGN.md "Exact scores are first-class").
+"""Toy data distributions in R^d for diffusion experiments (the documentation's conventions, "Exact scores are first-class").
 
 Every toy has ``name``, ``dim`` and ``sample(n, generator=None, device=None, dtype=None)``
 returning an (n, d) tensor; all randomness comes from the ``torch.Generator`` passed in, so
@@ -120,7 +120,7 @@ class MixtureToy(Toy):
 
     ``score``, ``log_prob``, ``mean_and_cov`` and the samples all come from
     ``exact_score`` (a :class:`~diffsde.scores.GaussianMixtureScore`): p_t has means
-    ``e^{-t/2} μ_k`` and covariances ``e^{-t} Σ_k + (1 - e^{-t}) I`` (DESIGN.md).
+    ``e^{-t/2} μ_k`` and covariances ``e^{-t} Σ_k + (1 - e^{-t}) I`` (the documentation's conventions page).
     """
 
     has_exact_score = True

@@ -109,7 +109,7 @@ def test_epsilon_round_trip(device):
     # s -> ε -> s multiplies and divides by sqrt(1 - e^{-t}): exact up to two roundings.
     assert torch.allclose(score(x, times), gaussian(x, times), rtol=1e-13, atol=1e-13)
     assert torch.allclose(score(x, 0.5), gaussian(x, 0.5), rtol=1e-13, atol=1e-13)
-    # ε = -sqrt(1 - e^{-t}) s (seed 000, eq. "score and eps") at one point by hand.
+    # ε = -sqrt(1 - e^{-t}) s (Vincent 2011) at one point by hand.
     assert torch.allclose(eps(x, 2.0), -math.sqrt(1 - math.exp(-2.0)) * gaussian(x, 2.0), rtol=1e-15)
 
 

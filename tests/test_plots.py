@@ -85,7 +85,7 @@ def test_sample_paths_plots_every_path_against_time(device, tmp_path):
 
 
 def test_marginal_densities_1d_are_the_exact_gaussian_densities(tmp_path):
-    # p0 = N(1, 2): p_t = N(e^{-t/2}, e^{-t} 2 + 1 - e^{-t}) (DESIGN.md), evaluated in closed form here.
+    # p0 = N(1, 2): p_t = N(e^{-t/2}, e^{-t} 2 + 1 - e^{-t}) (the documentation's conventions page), evaluated in closed form here.
     score = diffsde.GaussianScore(torch.tensor([1.0], dtype=torch.float64), torch.tensor([[2.0]], dtype=torch.float64))
     times = [0.0, 0.5, 3.0]
     figure = plots.marginal_densities(score, times, tmp_path / "p.png", limits=(-5.0, 5.0), resolution=101)

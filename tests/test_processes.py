@@ -49,7 +49,7 @@ def edm_forms(tau):
 
 
 def ou_forms(t):
-    """Seed 000: f = -½ x, g = 1, x_t = e^{-t/2} x0 + sqrt(1 - e^{-t}) ε."""
+    """The OU (Song et al. 2021, eq. 11 with β ≡ 1): f = -½ x, g = 1, x_t = e^{-t/2} x0 + sqrt(1 - e^{-t}) ε."""
     return torch.full_like(t, -0.5), torch.ones_like(t), torch.exp(-t / 2), torch.sqrt(1 - torch.exp(-t))
 
 
@@ -133,7 +133,7 @@ def test_the_ou_map_and_its_inverse(device, name):
     t = process.ou_time(taus)
     a, b = process.scales(taus)
     c = process.ou_scale(taus)
-    # The map of DESIGN.md: t = log(1 + b²/a²), c² = a² + b²; then (a/c)² = e^{-t}, (b/c)² = 1 - e^{-t}.
+    # The map of the documentation's conventions page: t = log(1 + b²/a²), c² = a² + b²; then (a/c)² = e^{-t}, (b/c)² = 1 - e^{-t}.
     assert torch.allclose(t, torch.log1p(b**2 / a**2), rtol=1e-12, atol=1e-14)
     assert torch.allclose(c**2, a**2 + b**2, rtol=1e-12)
     assert torch.allclose((a / c) ** 2, torch.exp(-t), rtol=1e-12, atol=1e-14)

@@ -235,7 +235,7 @@ def test_torchsde_adaptive_and_non_uniform_grids_land_on_the_grid():
 # --------------------------------------------------------------------------------------
 
 def test_vp_step_on_a_bare_grid_uses_beta_equal_to_the_time_step():
-    # Seed 000: x <- (x + s(x, t) β) / sqrt(1 - β) + sqrt(β) z with β = Δt on a bare grid.
+    # The VP step: x <- (x + s(x, t) β) / sqrt(1 - β) + sqrt(β) z with β = Δt on a bare grid.
     x_T = torch.tensor([[0.3, -1.2]], dtype=torch.float64)
     grid = [2.0, 1.75]
     generator = make_generator("cpu", 0)
@@ -247,7 +247,7 @@ def test_vp_step_on_a_bare_grid_uses_beta_equal_to_the_time_step():
 
 
 def test_ddpm_step_on_a_schedule_is_ho_et_al_with_the_schedules_alpha_bars():
-    # Seed 001 eqs. 8-9 with ε = -sqrt(1 - ᾱ_t) s: two steps (the last one without noise).
+    # Ho et al. 2020, eq. 11 and Algorithm 2, with ε = -sqrt(1 - ᾱ_t) s: two steps (the last one without noise).
     schedule = BetaSchedule.linear(30)
     grid = schedule.grid()
     x_T = torch.tensor([[0.3, -1.2], [2.0, 0.1]], dtype=torch.float64)

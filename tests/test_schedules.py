@@ -77,7 +77,7 @@ def test_exact_times_make_alpha_bar_exact():
 @given(st.lists(st.floats(1e-6, 0.999), min_size=1, max_size=50))
 def test_time_maps_are_ordered(betas):
     schedule = BetaSchedule(betas)
-    # -log(1 - β) >= β, so exact times run ahead of seed-000 times; both increase strictly.
+    # -log(1 - β) >= β, so exact times run ahead of step-sum times; both increase strictly.
     assert bool((schedule.exact_times >= schedule.times - 1e-15).all())
     assert bool((schedule.times.diff() > 0).all()) and bool((schedule.alpha_bars.diff() < 0).all())
     assert float(schedule.alpha_bars[0]) == 1.0 and float(schedule.times[0]) == 0.0

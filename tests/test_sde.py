@@ -122,7 +122,7 @@ def test_reverse_sde_solves_the_backward_fokker_planck_equation(t_prime):
     rhs = (-_divergence(lambda y: sde.drift(y, t_prime), x) - (drift * grad_log_p).sum(-1)
            + 0.5 * (lap_log_p + (grad_log_p**2).sum(-1)))
     assert float(rhs) == pytest.approx(lhs, rel=1e-9, abs=1e-10)
-    # And the decomposition of seed 000: forward drift + reverse drift = Langevin drift s.
+    # And the decomposition (Anderson 1982): forward drift + reverse drift = Langevin drift s.
     t = T - t_prime
     assert torch.allclose(OU().drift(x, t) + drift, grad_log_p, rtol=1e-10, atol=1e-12)
 
@@ -230,7 +230,7 @@ def test_the_older_form_is_the_ou_and_unchanged():
                      (ProbabilityFlowODE(MIXTURE, 2.0), ou.probability_flow(MIXTURE, 2.0))]:
         assert old.T == new.T == 2.0 and isinstance(old.process, OU)
         for t_prime in [0.0, 0.7, 2.0]:
-            # Bit for bit, and the seed-000 formulas themselves: ½ x + s, ½ x + ½ s.
+            # Bit for bit, and the OU formulas themselves: ½ x + s, ½ x + ½ s.
             assert torch.equal(old.drift(x, t_prime), new.drift(x, t_prime))
             s = MIXTURE(x, 2.0 - t_prime)
             expected = 0.5 * x + s if isinstance(old, ReverseSDE) else 0.5 * (x + s)

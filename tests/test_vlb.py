@@ -1,4 +1,4 @@
-"""DDPM's posterior (seed 001, eqs. 6-8) and variational bound (eqs. 12-13) against exact Gaussian results.
+"""DDPM's posterior (Ho et al. 2020, eqs. 6-7 and 11) and variational bound (eqs. 5 and 13) against exact Gaussian results.
 
 With p0 = N(m, C) and the exact ε at the exact times τ_i, ε is affine in x, so every term of the
 bound has a closed-form expectation and the DDPM chain's output law is Gaussian (its
@@ -216,7 +216,7 @@ def test_expected_vlb_terms_add_up_and_the_prior_term_is_the_exact_kl():
     schedule = BetaSchedule.linear(40)
     terms = expected_vlb(exact_eps(), P0, schedule)
     assert isinstance(terms, ExpectedVLB) and terms.total == sum(terms)
-    # E[L_T] = E_x0 KL(N(sqrt(ᾱ_n) x0, (1 - ᾱ_n) I) || N(0, I)): by the Gaussian KL (seed 001, eq. 13)
+    # E[L_T] = E_x0 KL(N(sqrt(ᾱ_n) x0, (1 - ᾱ_n) I) || N(0, I)): by the Gaussian KL
     # averaged over x0 ~ N(m, C), ½ (ᾱ_n (tr C + ‖m‖²) + d (1 - ᾱ_n) - d - d log(1 - ᾱ_n)); equal to
     # float64 rounding.
     a, d = float(schedule.alpha_bars[-1]), 2

@@ -1,7 +1,7 @@
 """Studies the toolkit exists for: the continuous-time limit, convergence orders, sampler
 comparisons, error budgets and the Gaussian recovery check.
 
-* :func:`alpha_bar_limit` (:mod:`.limit`): how fast ᾱ_i -> e^{-t_i} (seed 000, eq. "alpha bar limit").
+* :func:`alpha_bar_limit` (:mod:`.limit`): how fast ᾱ_i -> e^{-t_i} (Song et al. 2021, appendix B).
 * :func:`convergence_study` (:mod:`.convergence`): error against the number of steps, per
   method, with fitted orders and confidence intervals (:mod:`diffsde.orders`).
 * :func:`compare_samplers` (:mod:`.comparison`): error against score evaluations and wall time.

@@ -1,7 +1,7 @@
 """The studies' sampling grids: ``grid="linear"``, ``"uniform"`` or a callable ``n -> TimeGrid``.
 
 * ``"linear"``: the schedule :func:`linear_schedule` (Song et al.'s linear rate, T = 10.05 for
-  every n, seed-000 times), cut to end exactly at t_min: ``linear_schedule(n).grid(t_min,
+  every n, step-sum times), cut to end exactly at t_min: ``linear_schedule(n).grid(t_min,
   end_at_t_min=True)``.
 * ``"uniform"``: ``TimeGrid.uniform(T, t_min, n)`` (ends exactly at t_min; T defaults to 10.05).
 * a callable ``n -> TimeGrid``: used as given (it sets its own T and end).

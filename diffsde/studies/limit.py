@@ -1,4 +1,4 @@
-"""The continuous-time limit of a β schedule: how fast ᾱ_i -> e^{-t_i} (seed 000, eq. "alpha bar limit")."""
+"""The continuous-time limit of a β schedule: how fast ᾱ_i -> e^{-t_i} (Song et al. 2021, appendix B)."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ __all__ = ["SCHEDULES", "alpha_bar_limit"]
 
 def alpha_bar_limit(schedules: Sequence[str] | Mapping[str, Callable[[int], BetaSchedule]] = ("linear",),
                     ns: Sequence[int] = (100, 1000, 10000)) -> tuple[list[dict], dict[str, float]]:
-    """How fast ᾱ_i -> e^{-t_i} (seed 000, eq. "alpha bar limit").
+    """How fast ᾱ_i -> e^{-t_i} (Song et al. 2021, appendix B).
 
-    For each schedule and n: ``max_i |ᾱ_i - e^{-t_i}|`` on seed-000 times ``t_i = Σ_{j<i} β_j``,
+    For each schedule and n: ``max_i |ᾱ_i - e^{-t_i}|`` on step-sum times ``t_i = Σ_{j<i} β_j``,
     ``n`` times that error, and the same error on exact times ``τ_i = -log ᾱ_i`` (zero up
     to rounding). Returns (rows, fitted order per schedule, :func:`diffsde.orders.fit_order`;
     NaN for a single n). For the linear schedule the order is 1 and ``n · error -> 0.8622``.

@@ -6,7 +6,7 @@ samples it with each :class:`SamplerCase` on the linear schedule's grid at exact
 :func:`~diffsde.studies.allowances.whitened_errors`) against a tolerance built from the
 mathematics rather than tuned: the sum of the discretization, learning and sampling
 allowances of :mod:`diffsde.studies.allowances` (tests/test_recovery.py,
-benchmarks/recovery_report.py). Times are forward OU times (DESIGN.md).
+benchmarks/recovery_report.py). Times are forward OU times (the documentation's conventions page).
 """
 
 from __future__ import annotations
