@@ -151,13 +151,12 @@ def test_a_real_kill_of_a_training_run_leaves_no_folder(signum, status, tmp_path
 def test_a_stop_signal_after_the_work_is_done_is_one_line(tmp_path):
     # The script's handlers stay to the end: a Ctrl-C while Python shuts down is one line too.
     script = textwrap.dedent("""
-        import os, signal, sys
+        import os, signal, sys, time
         from diffsde.__main__ import main
         sys.argv = ["diffsde", "limit", "--n", "100", "1000"]
         status = main()
         os.kill(os.getpid(), signal.SIGINT)
-        for _ in range(10000):
-            pass
+        time.sleep(30)  # the handler runs (in the main thread) within the sleep and ends it
         sys.exit(status)
     """)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path,
