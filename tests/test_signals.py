@@ -27,17 +27,25 @@ REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 
 
+def interactive_sigint() -> None:
+    """In a child before exec: SIGINT as an interactive shell leaves it. A background job of a
+    non-interactive shell (as CI may run us) inherits SIGINT ignored, and the command keeps an
+    ignored signal ignored, as Python itself does."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Unhandled(Exception):
     """The signal reached the guard: the command did not handle it."""
 
 
 @pytest.fixture
 def guard():
-    """Install guard handlers for SIGTERM and SIGHUP (restored afterwards)."""
+    """Install guard handlers for SIGTERM and SIGHUP and Python's own SIGINT handler (restored afterwards)."""
     def unhandled(signum, frame):
         raise Unhandled(signal.Signals(signum).name)
 
     previous = {s: signal.signal(s, unhandled) for s in (signal.SIGTERM, signal.SIGHUP)}
+    previous[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)  # as interactive Python has it
     yield
     for s, handler in previous.items():
         signal.signal(s, handler)
@@ -94,14 +102,24 @@ HOOK = """
                                                 ("SIGTERM", 143, "diffsde: stopped by SIGTERM\n")])
 def test_a_stop_signal_during_import_torch_is_one_line(name, status, line, tmp_path):
     done = subprocess.run([sys.executable, "-c", textwrap.dedent(HOOK.format(signal=name))], capture_output=True,
-                          text=True, timeout=60, cwd=tmp_path, env=ENV)
+                          text=True, timeout=60, cwd=tmp_path, env=ENV, preexec_fn=interactive_sigint)
     assert (done.returncode, done.stderr, done.stdout) == (status, line, "")
+
+
+def test_an_ignored_sigint_stays_ignored(tmp_path):
+    # A background job of a non-interactive shell has SIGINT ignored; a Ctrl-C meant for the
+    # foreground must not stop it (Python keeps SIG_IGN too), so the run completes.
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(HOOK.format(signal="SIGINT"))], capture_output=True,
+                          text=True, timeout=60, cwd=tmp_path, env=ENV,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    assert (done.returncode, done.stderr) == (0, "")
+    assert "fitted order (linear)" in done.stdout
 
 
 def test_version_imports_no_torch(tmp_path):
     script = "import sys; from diffsde.__main__ import main; main(['--version']); print('torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=tmp_path,
-                          env=ENV)
+                          env=ENV, preexec_fn=interactive_sigint)
     assert done.returncode == 0, done.stderr
     assert done.stdout == f"diffsde {diffsde.__version__}\nFalse\n"
 
@@ -115,7 +133,7 @@ def test_the_diffsde_script_runs_the_light_entry_point():
 def test_import_diffsde_is_lazy_and_exports_every_name(tmp_path):
     script = "import sys, diffsde; print('torch' in sys.modules, 'diffsde.samplers' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=tmp_path,
-                          env=ENV)
+                          env=ENV, preexec_fn=interactive_sigint)
     assert done.stdout == "False False\n", done.stderr
     from diffsde import TimeGrid, sample, toys  # noqa: F401  (the module __getattr__ answers `from ... import`)
     for name in diffsde.__all__:  # each name is the object its own module defines
@@ -134,7 +152,8 @@ def test_a_real_kill_of_a_training_run_leaves_no_folder(signum, status, tmp_path
     # End to end, as `kill PID` does it: a long training run stopped once its temporary folder exists.
     command = [sys.executable, "-m", "diffsde", "train", "--train-steps", "1000000", "--batch-size", "16",
                "--hidden", "8", "--no-progress", "--out", str(tmp_path / "t")]
-    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=ENV)
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=ENV,
+                             preexec_fn=interactive_sigint)
     try:
         while not any(p.name.endswith(".partial") for p in tmp_path.iterdir()):
             assert child.poll() is None, child.communicate()
@@ -160,6 +179,6 @@ def test_a_stop_signal_after_the_work_is_done_is_one_line(tmp_path):
         sys.exit(status)
     """)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path,
-                          env=ENV)
+                          env=ENV, preexec_fn=interactive_sigint)
     assert (done.returncode, done.stderr) == (130, "diffsde: interrupted\n")
     assert "fitted order (linear)" in done.stdout  # flushed before the exit
