@@ -14,7 +14,7 @@ import re
 import torch
 
 from .nets import EpsilonMLP
-from .training._memory import check_fits, format_bytes
+from .training._memory import TRAINING_COPIES, check_fits, format_bytes
 from .training.models import state_shapes
 
 __all__ = ["check_fits", "network_fits", "samples_fit", "allocation_failure"]
@@ -25,8 +25,9 @@ def network_fits(dim: int, hidden: int, depth: int, device: torch.device) -> Non
     five times (weights, gradients, two Adam moments, the EMA copy)."""
     shapes = state_shapes(EpsilonMLP, {"dim": dim, "hidden": hidden, "depth": depth})  # closed form, no allocation
     parameters = sum(math.prod(shape) for shape in shapes.values())
-    check_fits(5 * 4 * parameters, device, f"--hidden {hidden} --depth {depth} ({parameters:,} float32 parameters "
-                                           f"with their gradients, Adam moments and EMA copy)")
+    check_fits(TRAINING_COPIES * 4 * parameters, device,
+               f"--hidden {hidden} --depth {depth} ({parameters:,} float32 parameters with their gradients, "
+               f"Adam moments and EMA copy)")
 
 
 def samples_fit(n: int, dim: int, device: torch.device) -> None:

@@ -25,7 +25,6 @@ exits.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from pathlib import Path
@@ -278,7 +277,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
                                   monte_carlo=settings)
         result.to_json(folder / "comparison.json")
         result.to_csv(folder / "comparison.csv")
-        series, se = _series(result.rows, "nfe")
+        series, se = demo.method_series(result.rows, "nfe")
         floor = result.meta["floor"]
         plots.error_vs_nfe(series, folder / "error_vs_nfe.png", se=se, floor=floor["mean"], floor_se=floor["se"],
                            ylabel="sliced W2 to exact samples",
@@ -288,18 +287,6 @@ def _cmd_compare(args: argparse.Namespace) -> int:
           f"(mean ± standard error)")
     print(f"written: {output.target} (comparison.json, comparison.csv, error_vs_nfe.png)")
     return 0
-
-
-def _series(rows: list[dict], x: str) -> tuple[dict, dict]:
-    """method -> (x values, errors) and method -> standard errors, in row order, for the plots' error
-    bars (a method whose errors have no standard error, from a single repeat, gets no bars)."""
-    series, se = {}, {}
-    for row in rows:
-        xs, errors = series.setdefault(row["method"], ([], []))
-        xs.append(row[x])
-        errors.append(row["error"])
-        se.setdefault(row["method"], []).append(row["error_se"])
-    return series, {method: values for method, values in se.items() if all(map(math.isfinite, values))}
 
 
 def _cmd_converge(args: argparse.Namespace) -> int:
@@ -315,7 +302,7 @@ def _cmd_converge(args: argparse.Namespace) -> int:
                                    estimator=args.estimator, monte_carlo=settings)
         result.to_json(folder / "convergence.json")
         result.to_csv(folder / "convergence.csv")
-        series, se = _series([row for row in result.rows if row["error"] > 0], "n")
+        series, se = demo.method_series([row for row in result.rows if row["error"] > 0], "n")
         orders = {row["method"]: row["order"] for row in result.summary}
         floor = result.meta.get("floor") or {"mean": None, "se": None}
         plots.convergence(series, folder / "convergence.png", orders=orders, se=se, floor=floor["mean"],

@@ -60,7 +60,8 @@ from .scores import GaussianMixtureScore
 from .training import TrainConfig, TrainResult, build_model, train
 
 __all__ = ["DemoSettings", "DemoReport", "run_demo", "write_report", "judge", "reference_samples",
-           "toy_train_config", "train_network", "nfe_series", "error_se_series", "demo_grid", "noise_floor", "demo_table",
+           "toy_train_config", "train_network", "nfe_series", "error_se_series", "method_series", "demo_grid",
+           "noise_floor", "demo_table",
            "DEMO_METHODS", "SWEEP_METHODS", "DEMO_COLUMNS", "DEMO_T_MIN", "SMALL_SIZES", "FLOOR_DRAWS"]
 
 # The demo's methods, read from the sampler registry: every featured variant in the table; in
@@ -487,22 +488,27 @@ def judge(x: torch.Tensor, truth: torch.Tensor, law: GaussianMixtureScore | None
     return row
 
 
+def method_series(rows: list[dict], x: str) -> tuple[dict[str, tuple[list, list]], dict[str, list]]:
+    """From a study's rows, in row order: method -> (``x`` values, errors), and method -> the
+    rows' standard errors ``error_se`` (the ``se`` of :func:`diffsde.plots.error_vs_nfe` and
+    :func:`diffsde.plots.convergence`); a method with a missing or non-finite one (a Monte Carlo
+    error of a single repeat has none) is left out of the second: no error bars."""
+    series: dict[str, tuple[list, list]] = {}
+    se: dict[str, list] = {}
+    for row in rows:
+        xs, errors = series.setdefault(row["method"], ([], []))
+        xs.append(row[x])
+        errors.append(row["error"])
+        se.setdefault(row["method"], []).append(row["error_se"])
+    return series, {method: values for method, values in se.items()
+                    if all(value is not None and math.isfinite(value) for value in values)}
+
+
 def error_se_series(result: StudyResult) -> dict[str, list]:
-    """method -> the rows' standard errors ``error_se``, in row order (the ``se`` of
-    :func:`diffsde.plots.error_vs_nfe` and :func:`diffsde.plots.convergence`); a method with a
-    non-finite one (a Monte Carlo error of a single repeat has none) is left out: no error bars."""
-    series: dict[str, list] = {}
-    for row in result.rows:
-        series.setdefault(row["method"], []).append(row["error_se"])
-    return {method: values for method, values in series.items()
-            if all(se is not None and math.isfinite(se) for se in values)}
+    """method -> the rows' standard errors, for methods that have them all (:func:`method_series`)."""
+    return method_series(result.rows, "nfe")[1]
 
 
 def nfe_series(result: StudyResult) -> dict[str, tuple[list, list]]:
     """method -> (nfe, error) lists from a comparison's rows, in row order (for plots.error_vs_nfe)."""
-    series: dict[str, tuple[list, list]] = {}
-    for row in result.rows:
-        nfe, errors = series.setdefault(row["method"], ([], []))
-        nfe.append(row["nfe"])
-        errors.append(row["error"])
-    return series
+    return method_series(result.rows, "nfe")[0]

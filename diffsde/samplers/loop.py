@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence, Union
 import torch
 from torch import Tensor
 
-from .._checks import ArgumentTypeError, check_data
+from .._checks import ArgumentTypeError, check_data, check_int
 from ..protocols import ExactScore, declared_dim, is_singular_at_zero
 from ..schedules import BetaSchedule, TimeGrid
 from .errors import NonFiniteSampleError
@@ -312,15 +312,12 @@ def _check_score_output(score: Score, value: Any, x: Tensor) -> None:
 def _data_dim(score: Score, dim: int | None) -> int | None:
     """The dimension a run knows: ``dim`` (checked) and the score's declared one, which must agree."""
     declared = declared_dim(score)
+    dim = check_int(dim, "dim", 1, none_ok=True)
     if dim is None:
         return declared
-    if isinstance(dim, bool) or not isinstance(dim, Integral):
-        raise ArgumentTypeError(f"dim must be an int >= 1 or None, got {type(dim).__name__} {dim!r}")
-    if dim < 1:
-        raise ValueError(f"dim must be an int >= 1 or None, got {dim!r}")
     if declared is not None and declared != dim:
         raise ValueError(f"dim = {dim} contradicts the score's declared dim = {declared} ({type(score).__name__})")
-    return int(dim)
+    return dim
 
 
 def _check_dtype(dtype: Any) -> torch.dtype:

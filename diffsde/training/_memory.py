@@ -15,6 +15,10 @@ import torch
 __all__ = ["device_memory_bytes", "check_fits", "format_bytes"]
 
 
+#: Copies of the weights that training holds: the weights, their gradients, the EMA copy and
+#: Adam's two moments.
+TRAINING_COPIES = 5
+
 def device_memory_bytes(device: torch.device | str | None) -> int | None:
     """Total memory of ``device`` in bytes (CPU: physical RAM), or None when it cannot be read."""
     device = torch.device("cpu" if device is None else device)

@@ -18,7 +18,7 @@ from .._checks import check_bool, check_int
 from ..parametrizations import EpsilonScore
 from ..protocols import declared_dim
 from . import checkpoints
-from ._memory import check_fits
+from ._memory import TRAINING_COPIES, check_fits
 from .config import TrainConfig
 from .data import TIME_SAMPLERS, make_batches
 from .loss import eps_loss
@@ -153,10 +153,10 @@ def train(model: nn.Module, data: Any, config: TrainConfig | None = None, *, dev
     dtype = parameters[0].dtype
     batches = make_batches(data, dim, config.batch_size, device, dtype)
     times = TIME_SAMPLERS[config.time_sampling](config, device, dtype)
-    model.to(device)
     weight_bytes = sum(p.numel() * p.element_size() for p in parameters)
-    check_fits(5 * weight_bytes, device, f"training a {type(model).__name__} of {weight_bytes:,} bytes of weights "
-                                         f"(with gradients, EMA and Adam's two moments)")
+    check_fits(TRAINING_COPIES * weight_bytes, device, f"training a {type(model).__name__} of {weight_bytes:,} bytes "
+                                                       f"of weights (with gradients, EMA and Adam's two moments)")
+    model.to(device)
     state = TrainState.new(model, config, generator)
     if resume:
         checkpoints.load_checkpoint(path, map_location=device).restore(state)
