@@ -24,6 +24,11 @@ steps. ``ode-RK45`` is adaptive: its tolerance, not NFE, is set (NFE is what it 
     python benchmarks/bench_accuracy.py --quick        # CI scale
     python benchmarks/bench_accuracy.py                # NFE 10..1000, N = 20,000
     python benchmarks/bench_accuracy.py --plot docs/benchmarks_error_vs_nfe.png
+    python benchmarks/bench_accuracy.py --frontier     # NFE 10..100: diffsde's best against diffusers/k-diffusion
+
+``--frontier`` is the sampler frontier at 10–100 NFE (``_frontier.py``): every diffsde
+configuration (method × grid × t_min × final) against diffusers' schedulers and k-diffusion's
+samplers fed the same exact score (``_peers.py``), on both problems.
 
 Prints the tables and writes JSON with the machine's description to
 ``benchmarks/results/accuracy_<device>[_quick].json``.
@@ -39,6 +44,7 @@ import warnings
 
 import torch
 
+import _frontier
 import _harness as harness
 from diffsde import BetaSchedule, exact_output_law, metrics, resolve_method, sample, toys
 from diffsde._io import write_atomic
@@ -182,10 +188,15 @@ def parse_args(argv=None):
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--plot", default=None, help="write a PNG of error vs NFE here")
+    parser.add_argument("--frontier", action="store_true",
+                        help="the frontier at 10-100 NFE: diffsde's best configuration against diffusers/k-diffusion")
+    parser.add_argument("--frontier-methods", nargs="+", default=None, choices=list(_frontier.METHOD_SPECS),
+                        help="diffsde methods tried by --frontier (default: all)")
     args = parser.parse_args(argv)
-    args.nfe = args.nfe or ([10, 100] if args.quick else NFE_BUDGETS)
+    default_nfe = _frontier.FRONTIER_NFE if args.frontier else NFE_BUDGETS
+    args.nfe = args.nfe or ([10, 100] if args.quick else default_nfe)
     args.tolerances = args.tolerances or ([1e-2] if args.quick else RK45_TOLERANCES)
-    args.n_samples = args.n_samples or (2000 if args.quick else 20_000)
+    args.n_samples = args.n_samples or (2000 if args.quick else 500_000 if args.frontier else 20_000)
     if min(args.nfe) < 1 or args.n_samples < 2:
         parser.error("--nfe must be >= 1 and --n-samples >= 2")
     if min(args.tolerances) <= 0:
@@ -199,6 +210,19 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     started = time.perf_counter()
+    if args.frontier:
+        result = _frontier.run_frontier(args)
+        print(_frontier.report(result, args))
+        if args.plot:
+            _frontier.plot(result, args.plot)
+            print(f"wrote {args.plot}", file=sys.stderr)
+        payload = {"benchmark": "frontier", "argv": sys.argv[1:], "machine": harness.machine_info(device),
+                   "packages": harness.package_versions(["torch", "torchsde", "diffusers", "numpy", "scipy"]),
+                   "n_samples": args.n_samples, "seed": args.seed, "wall_s": time.perf_counter() - started, **result}
+        path = harness.write_json(harness.RESULTS / f"frontier_{device.type}{'_quick' if args.quick else ''}.json",
+                                  payload)
+        print(f"wrote {path}", file=sys.stderr)
+        return 0
     rows = [row for problem in args.problems for row in run_problem(problem, args, device)]
     for problem in args.problems:
         subset = [r for r in rows if r["problem"] == problem]

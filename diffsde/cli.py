@@ -42,7 +42,7 @@ from .demo import DEMO_T_MIN, SMALL_SIZES, DemoSettings, judge, reference_sample
     train_network
 from .studies import DEFAULT_METHODS, MonteCarlo, alpha_bar_limit, compare_samplers, convergence_study, resolve_method
 from .samplers import NonFiniteSampleError, sample
-from .schedules import SCHEDULES
+from .schedules import SCHEDULES, TimeGrid
 from .scores import EpsilonScore, GaussianMixtureScore
 from .training import CheckpointError, TrainingDivergedError, load_checkpoint
 
@@ -209,6 +209,19 @@ def _cmd_train(args: argparse.Namespace) -> int:
 # sample
 # --------------------------------------------------------------------------------------
 
+def _sample_grid(args: argparse.Namespace) -> TimeGrid:
+    """The grid of ``diffsde sample``: the schedule's (the linear one coarsened as the demo does), or
+    --steps steps uniform in log-SNR or on Karras et al.'s σ grid, from the schedule's T to --t-min."""
+    schedule_grid = (demo.demo_grid(args.steps, args.t_min) if args.schedule == "linear"
+                     else SCHEDULES[args.schedule](args.steps).grid(t_min=args.t_min))
+    if args.grid == "schedule":
+        return schedule_grid
+    if args.t_min <= 0:
+        raise CliError(f"--grid {args.grid} needs --t-min > 0 (log-SNR is infinite at t = 0)")
+    make = TimeGrid.log_snr if args.grid == "log-snr" else TimeGrid.karras
+    return make(schedule_grid.T, args.t_min, args.steps)
+
+
 def _cmd_sample(args: argparse.Namespace) -> int:
     spec = resolve_method(args.method)
     if (args.checkpoint is None) == (not args.exact):
@@ -225,14 +238,17 @@ def _cmd_sample(args: argparse.Namespace) -> int:
                            f"{args.toy}) and sample with --checkpoint")
         score, source = toy.exact_score, {"exact": repr(toy)}
     samples_fit(args.n_samples, getattr(score, "dim", None) or 1, args.device)
-    grid = (demo.demo_grid(args.steps, args.t_min) if args.schedule == "linear"
-            else SCHEDULES[args.schedule](args.steps).grid(t_min=args.t_min))
+    grid = _sample_grid(args)
+    if args.final == "denoise" and grid.t_min == 0.0:
+        raise CliError("--final denoise needs a grid ending at --t-min > 0")
     output = _output_folder(args)
     with output as folder, torch.no_grad():
         x, info = sample(score, spec, grid=grid, n_samples=args.n_samples, generator=_generator(args, 0),
-                         device=args.device, return_info=True, progress=args.progress)
+                         device=args.device, return_info=True, progress=args.progress, final=args.final,
+                         prior=args.prior)
         save_samples(x, folder / f"samples.{args.format}")
         record = {"method": spec.label, "options": dict(spec.options), "schedule": f"{args.schedule}({args.steps})",
+                  "grid": args.grid, "final": args.final, "prior": args.prior,
                   "steps": grid.n, "T": grid.T, "t_end": grid.t_min, "nfe": info["nfe"],
                   "wall_time_s": info["wall_time_s"], "n_samples": args.n_samples, "seed": args.seed,
                   "device": str(args.device), "source": source, "toy": toy.name if toy is not None else None}
@@ -397,12 +413,21 @@ def build_parser() -> argparse.ArgumentParser:
                                  "with, read from the checkpoint's run (a different --toy is refused)")
     sample_cmd.add_argument("--exact", action="store_true", help="use the toy's exact score")
     sample_cmd.add_argument("--method", type=arg.method, default="ddpm",
-                            help="vp, ddpm (default), em, pc, ode-euler, ode-heun, ode-RK45, torchsde-euler, ...")
+                            help="vp, ddpm (default), em, pc, ode-euler, ode-heun, ode-RK45, torchsde-euler, ddim, "
+                                 "dpm-solver, unipc, dpm-solver-sde, edm, ... (print(diffsde.METHODS) lists all)")
     sample_cmd.add_argument("--schedule", choices=sorted(SCHEDULES), default="linear",
                             help="β schedule (default linear)")
     sample_cmd.add_argument("--steps", type=arg.int_between(1), default=250,
                             help=f"steps (default 250{_COARSE} with --schedule linear)")
     sample_cmd.add_argument("--t-min", type=arg.ou_time, default=DEMO_T_MIN, help="stop at this OU time (default 1e-3)")
+    sample_cmd.add_argument("--grid", choices=["schedule", "log-snr", "karras"], default="schedule",
+                            help="the schedule's grid (default), or --steps steps uniform in log-SNR or on Karras "
+                                 "et al.'s σ grid (ρ = 7) from the schedule's T to --t-min")
+    sample_cmd.add_argument("--final", choices=["stop", "denoise"], default="stop",
+                            help="stop at --t-min (default) or finish with one denoising step to t = 0")
+    sample_cmd.add_argument("--prior", choices=["normal", "tweedie", "exact"], default="normal",
+                            help="start from N(0, I) (default), from N(0, I) moved onto p_T's mean by one score "
+                                 "evaluation (tweedie), or from the exact p_T (exact scores only)")
     sample_cmd.add_argument("--n-samples", type=arg.int_between(1), default=2000, help="samples (default 2000)")
     sample_cmd.add_argument("--format", choices=["pt", "npy", "csv"], default="pt", help="samples file (default pt)")
     sample_cmd.set_defaults(func=_cmd_sample)

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from ._checks import check_spd, real_float64
-from .samplers import ProbeNoise, check_grid, integrate, resolve_grid, resolve_method
+from .samplers import ProbeNoise, check_final, check_grid, integrate, resolve_grid, resolve_method, tweedie_start
 from .samplers.registry import MethodLike
 from .schedules import BetaSchedule, TimeGrid
 from .scores import GaussianScore
@@ -42,7 +42,7 @@ _START_ALIASES = {"exact": "exact", "prior": "normal"}
 def exact_output_law(method: MethodLike, score: GaussianScore, schedule: BetaSchedule | None = None,
                      grid: Union[TimeGrid, Tensor, Sequence[float], None] = None, t_min: float | None = None,
                      *, exact_times: bool = False, prior: PriorLike | None = None,
-                     start: PriorLike | None = None, **options: Any) -> tuple[Tensor, Tensor]:
+                     start: PriorLike | None = None, final: str = "stop", **options: Any) -> tuple[Tensor, Tensor]:
     """Mean (d,) and covariance (d, d), float64, of what ``sample(score, method, ...)`` returns.
 
     Args:
@@ -55,10 +55,13 @@ def exact_output_law(method: MethodLike, score: GaussianScore, schedule: BetaSch
         exact_times: as for :func:`diffsde.sample`.
         prior: the law of x_T, with :func:`diffsde.sample`'s vocabulary and default: "normal"
             (N(0, I), as the samplers start by default), "exact" (the exact p_T, so only
-            discretization error remains), or a (mean (d,), cov (d, d)) pair of real arrays, the
-            covariance symmetric positive-definite.
+            discretization error remains), "tweedie" (N(0, I) moved by
+            :func:`diffsde.samplers.tweedie_start`), or a (mean (d,), cov (d, d)) pair of real
+            arrays, the covariance symmetric positive-definite.
         start: the older name of ``prior`` ("exact", "prior" meaning "normal", or a pair);
             give one of the two.
+        final: as for :func:`diffsde.sample`: "stop" at the grid's t_min, or "denoise" to t = 0
+            (Tweedie's formula, affine for a Gaussian score).
         **options: the method's options, as for :func:`diffsde.sample`.
 
     Raises:
@@ -75,7 +78,7 @@ def exact_output_law(method: MethodLike, score: GaussianScore, schedule: BetaSch
         if isinstance(prior, str) and prior not in ("normal", "exact"):
             raise ValueError(f"start must be 'exact', 'prior' or a (mean, cov) pair, got {start!r}")
     time_grid = resolve_grid(schedule, grid, t_min, exact_times)
-    A, b, C = _affine_map(resolve_method(method, **options), score, time_grid)
+    A, b, C = _affine_map(resolve_method(method, **options), score, time_grid, final)
     mean, cov = _prior_law(score, "normal" if prior is None else prior, time_grid.T)
     out_cov = A @ cov @ A.T + C @ C.T
     return A @ mean + b, 0.5 * (out_cov + out_cov.T)
@@ -83,7 +86,8 @@ def exact_output_law(method: MethodLike, score: GaussianScore, schedule: BetaSch
 
 def output_affine_map(method: MethodLike, score: GaussianScore, schedule: BetaSchedule | None = None,
                       grid: Union[TimeGrid, Tensor, Sequence[float], None] = None, t_min: float | None = None,
-                      *, exact_times: bool = False, **options: Any) -> tuple[Tensor, Tensor, Tensor]:
+                      *, exact_times: bool = False, final: str = "stop",
+                      **options: Any) -> tuple[Tensor, Tensor, Tensor]:
     """(A (d, d), b (d,), C (d, m·n·d)), float64: the sampler's output as ``A x_T + b + C z`` with
     z the run's m·n·d standard normal scalars (m draws of d coordinates per step, n steps, in the
     order the run draws them), read off the method by probes (module docstring).
@@ -91,10 +95,12 @@ def output_affine_map(method: MethodLike, score: GaussianScore, schedule: BetaSc
     Raises:
         As :func:`exact_output_law`.
     """
-    return _affine_map(resolve_method(method, **options), score, resolve_grid(schedule, grid, t_min, exact_times))
+    return _affine_map(resolve_method(method, **options), score, resolve_grid(schedule, grid, t_min, exact_times),
+                       final)
 
 
-def _affine_map(sampler, score: GaussianScore, time_grid: TimeGrid) -> tuple[Tensor, Tensor, Tensor]:
+def _affine_map(sampler, score: GaussianScore, time_grid: TimeGrid,
+                final: str = "stop") -> tuple[Tensor, Tensor, Tensor]:
     if not isinstance(score, GaussianScore):
         raise TypeError(f"exact_output_law needs an affine score (a GaussianScore), got {type(score).__name__}")
     if not sampler.affine:
@@ -102,12 +108,13 @@ def _affine_map(sampler, score: GaussianScore, time_grid: TimeGrid) -> tuple[Ten
                          f"options {dict(sampler.options)} is not (adaptive steps, or pc with Song's snr rule, "
                          f"which uses batch statistics of the score): give pc a numeric step_size")
     check_grid(sampler, time_grid, score)
+    check_final(final, time_grid)
     d = score.dim
     noise = ProbeNoise(first_row=1 + d, draws_per_step=sampler.noise_draws, dim=d)
     probes = torch.zeros(noise.rows(time_grid.n), d, dtype=torch.float64)
     probes[1:1 + d] = torch.eye(d, dtype=torch.float64)
     with torch.no_grad():
-        images, _, _ = integrate(sampler, score, time_grid, probes, noise, check_finite=False)
+        images, _, _ = integrate(sampler, score, time_grid, probes, noise, check_finite=False, final=final)
     offset = images[0]
     return (images[1:1 + d] - offset).T, offset, (images[1 + d:] - offset).T
 
@@ -126,7 +133,13 @@ def _prior_law(score: GaussianScore, prior: PriorLike, T: float) -> tuple[Tensor
             return score.mean_and_cov(T)
         if prior == "normal":
             return torch.zeros(d, dtype=torch.float64), torch.eye(d, dtype=torch.float64)
-        raise ValueError(f"prior must be 'normal', 'exact' or a (mean, cov) pair, got {prior!r}")
+        if prior == "tweedie":  # the start map is affine for a Gaussian score: x' = A ε + b, ε ~ N(0, I)
+            probes = torch.cat([torch.zeros(1, d, dtype=torch.float64), torch.eye(d, dtype=torch.float64)])
+            with torch.no_grad():
+                images = tweedie_start(score, probes, T)
+            offset, columns = images[0], (images[1:] - images[0]).T
+            return offset, columns @ columns.T
+        raise ValueError(f"prior must be 'normal', 'exact', 'tweedie' or a (mean, cov) pair, got {prior!r}")
     if not isinstance(prior, (tuple, list)) or len(prior) != 2:
         raise TypeError(f"prior must be 'normal', 'exact' or a (mean, cov) pair of real arrays, got "
                         f"{type(prior).__name__}")

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from ._checks import ArgumentTypeError, check_bool, check_choice, check_int, check_real, real_float64
+from .coordinates import log_snr, time_from_log_snr, time_from_ve_sigma, ve_sigma
 
 __all__ = ["BetaSchedule", "TimeGrid", "Interval", "SCHEDULES", "SPACINGS"]
 
@@ -384,6 +385,73 @@ class TimeGrid:
         if not t_min < T:
             raise ValueError(f"need 0 <= t_min < T < inf, got t_min={t_min!r}, T={T!r}")
         return cls.from_times(torch.linspace(T, t_min, n + 1, dtype=torch.float64))
+
+    @classmethod
+    def log_snr(cls, T: float, t_min: float, n: int) -> "TimeGrid":
+        """n steps uniform in the log-SNR ``λ(t) = log(α / σ)`` (Lu et al. 2022, DPM-Solver, Sec. 3.3's
+        "logSNR" step schedule), from T down to t_min: ``λ_i = λ(T) + (i / n) (λ(t_min) - λ(T))``,
+        ``t_i = log(1 + e^{-2 λ_i})`` (:mod:`diffsde.coordinates`), computed in float64, with
+        ``t_0 = T`` and ``t_n = t_min`` exactly. A bare grid (β = Δt, ᾱ = e^{-t}).
+
+        Raises:
+            TypeError: n not an int, or T / t_min not real numbers.
+            ValueError: n < 1, t_min <= 0 (t = 0 is λ = +inf), or not t_min < T <= 709.78
+                (e^T must be a finite float64 number).
+        """
+        n, T, t_min = cls._checked_positive_range(T, t_min, n, "log_snr")
+        start, end = log_snr(T), log_snr(t_min)
+        times = [T] + [time_from_log_snr(start + (i / n) * (end - start)) for i in range(1, n)] + [t_min]
+        return cls.from_times(torch.tensor(times, dtype=torch.float64))
+
+    @classmethod
+    def karras(cls, T: float, t_min: float, n: int, rho: float = 7.0) -> "TimeGrid":
+        """Karras et al. 2022 ("Elucidating the design space", eq. 5) in the VE noise level
+        ``σ_VE(t) = sqrt(e^t - 1)``: ``σ_i = (σ_max^{1/ρ} + (i / n) (σ_min^{1/ρ} - σ_max^{1/ρ}))^ρ``
+        for i = 0 ... n (n steps), ``σ_max = σ_VE(T)``, ``σ_min = σ_VE(t_min)``, ``t_i = log(1 + σ_i²)``;
+        computed in float64 with ``t_0 = T`` and ``t_n = t_min`` exactly. A bare grid (β = Δt, ᾱ = e^{-t}).
+
+        k-diffusion's ``get_sigmas_karras(n + 1, σ_min, σ_max, rho)`` gives the same σ_i (it appends
+        a final σ = 0, which is t = 0 here: ``TimeGrid.from_times([*grid.times, 0.0])``).
+
+        ``rho``: any finite ρ > 0 gives a strictly decreasing grid (as in k-diffusion): ρ = 1 is
+        uniform in σ_VE, ρ = 7 is Karras et al.'s choice (ρ = 3 equalises the truncation error of
+        their Heun sampler), and ρ -> inf tends to :meth:`log_snr` (uniform in log σ_VE = -λ), the
+        difference falling as 1/ρ. ρ < 1 crowds the steps at high noise, the opposite of the
+        intent; a tiny ρ overflows σ^{1/ρ} (refused with a ValueError).
+
+        Raises:
+            TypeError: n not an int, or T / t_min / rho not real numbers.
+            ValueError: n < 1, t_min <= 0, not t_min < T <= 709.78, rho not finite and > 0, or a
+                rho so small that σ_max^{1/ρ} overflows float64.
+        """
+        n, T, t_min = cls._checked_positive_range(T, t_min, n, "karras")
+        rho = check_real(rho, "rho", 0, low_open=True)
+        try:
+            top, bottom = ve_sigma(T) ** (1.0 / rho), ve_sigma(t_min) ** (1.0 / rho)
+        except OverflowError:
+            top = math.inf
+        if not math.isfinite(top):
+            raise ValueError(f"rho = {rho!r} is too small for T = {T!r}: σ_VE(T)^(1/rho) overflows float64; "
+                             f"use a larger rho (Karras et al. use 7)")
+        sigmas = [(top + (i / n) * (bottom - top)) ** rho for i in range(1, n)]
+        times = [T] + [time_from_ve_sigma(sigma) for sigma in sigmas] + [t_min]
+        return cls.from_times(torch.tensor(times, dtype=torch.float64))
+
+    @classmethod
+    def _checked_positive_range(cls, T: float, t_min: float, n: int, name: str) -> tuple[int, float, float]:
+        """(n, T, t_min) checked for a grid built in λ or σ_VE: n >= 1 and 0 < t_min < T <= log(float64 max),
+        where e^T, and so σ_VE(T)² and e^{-2λ(T)}, stay finite."""
+        largest = math.log(torch.finfo(torch.float64).max)  # 709.78
+        n = check_int(n, "n", minimum=1)
+        T = check_real(T, "T", 0, largest, low_open=True)
+        t_min = check_real(t_min, "t_min", 0)
+        if t_min == 0.0:
+            raise ValueError(f"TimeGrid.{name} needs t_min > 0 (t = 0 is log-SNR λ = +inf, σ_VE = 0), got t_min = 0.0; "
+                             f"append t = 0 afterwards if the grid must end there: "
+                             f"TimeGrid.from_times([*grid.times.tolist(), 0.0])")
+        if not t_min < T:
+            raise ValueError(f"need 0 < t_min < T <= {largest:.6g}, got t_min={t_min!r}, T={T!r}")
+        return n, T, t_min
 
     @property
     def n(self) -> int:

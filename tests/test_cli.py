@@ -228,6 +228,30 @@ def test_sample_with_an_exact_score_is_reproducible(tmp_path, capsys, device):
     assert not np.array_equal(first, other)
 
 
+@pytest.mark.parametrize("grid", ["log-snr", "karras"])
+def test_sample_on_a_log_snr_or_karras_grid_with_a_final_denoising_step(tmp_path, capsys, grid):
+    status, _, _ = run(["sample", "--toy", "gaussian", "--exact", "--method", "dpm-solver", "--steps", 12,
+                        "--grid", grid, "--final", "denoise", "--t-min", "1e-3", "--n-samples", 8, "--format", "npy",
+                        "--prior", "tweedie", "--no-progress", "--out", tmp_path / "s"], capsys)
+    assert status == 0
+    record = json.loads((tmp_path / "s" / "sample.json").read_text())
+    # The Tweedie start, 12 multistep steps and the denoising step; the grid ends at --t-min.
+    assert (record["grid"], record["final"], record["prior"], record["steps"], record["nfe"]) == \
+        (grid, "denoise", "tweedie", 12, 14)
+    assert record["t_end"] == pytest.approx(1e-3, rel=1e-12)
+
+
+def test_a_final_denoising_step_needs_a_grid_ending_above_zero(tmp_path, capsys):
+    status, _, err = run(["sample", "--toy", "gaussian", "--exact", "--method", "ddim", "--steps", 10,
+                          "--t-min", "0", "--final", "denoise", "--no-progress", "--out", tmp_path / "s"], capsys)
+    assert_one_line_error(status, err)
+    assert "--final denoise" in err and not (tmp_path / "s").exists()
+    status, _, err = run(["sample", "--toy", "gaussian", "--exact", "--method", "ddim", "--steps", 10,
+                          "--t-min", "0", "--grid", "log-snr", "--no-progress", "--out", tmp_path / "s"], capsys)
+    assert_one_line_error(status, err)
+    assert "--t-min > 0" in err
+
+
 def test_converge_writes_what_convergence_study_returns(tmp_path, capsys):
     status, out, _ = run(["converge", "--toy", "gaussian", "--methods", "em", "ode-heun", "--ns", 25, 50, 100,
                           "--out", tmp_path / "c"], capsys)

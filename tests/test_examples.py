@@ -31,6 +31,7 @@ OUTPUTS = {
                             "samplers_ring.png", "samplers_ring_scatter.png"],
     "train_eps.py": ["train_score_error.md", "train_samples.md", "train.png"],
     "with_torchsde.py": ["torchsde_gaussian.md", "torchsde_paths.png"],
+    "frontier.py": ["frontier_ends.md"],
 }
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

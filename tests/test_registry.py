@@ -15,6 +15,7 @@ from diffsde import GaussianMixtureScore, GaussianScore, TimeGrid, exact_output_
 from diffsde.metrics import gaussian_w2
 from diffsde.orders import fit_order
 from diffsde.samplers import METHODS, InjectedBrownian, Method, Sampler, featured_methods, integrate, register
+from diffsde.samplers.registry import COORDINATES
 from diffsde.sde import probability_flow_drift
 
 GAUSSIAN = GaussianScore(torch.tensor([1.0, -0.5], dtype=torch.float64),
@@ -30,6 +31,7 @@ def test_every_variant_resolves_and_declares_what_it_is():
         assert sampler.noise_draws >= 0 and (sampler.score_evals is None or sampler.score_evals >= 1)
         if sampler.weak_order is None:
             assert sampler.strong_order is None, label
+        assert sampler.coordinates in COORDINATES, label
     table = str(diffsde.METHODS)
     assert all(label in table for label in METHODS.variants())
 
@@ -44,8 +46,8 @@ def test_variant_labels_and_pairs():
         resolve_method("ode-heun", solver="euler")
     with pytest.raises(TypeError, match="already configured"):
         resolve_method(sampler, variance="beta")
-    with pytest.raises(ValueError, match="unknown method 'ddim'"):
-        resolve_method("ddim")
+    with pytest.raises(ValueError, match="unknown method 'ddpm-solver'"):
+        resolve_method("ddpm-solver")
     with pytest.raises(TypeError, match="unknown option 'eta'"):
         resolve_method("em", eta=0.0)
 

@@ -15,7 +15,7 @@ from conftest import make_generator
 from diffsde import (BetaSchedule, GaussianScore, NonFiniteSampleError, TimeGrid, exact_output_law,
                      resolve_method, sample)
 from diffsde.samplers import METHODS, ODE_ADAPTIVE, check_grid
-from diffsde.samplers.loop import _GRID_CHECKS
+from diffsde.samplers.grids import _GRID_CHECKS
 from diffsde.samplers.registry import GRID_NEEDS
 
 GAUSSIAN = GaussianScore(torch.tensor([1.0, -0.5], dtype=torch.float64),

@@ -17,7 +17,7 @@ from diffsde import (METHODS, SAMPLERS, BetaSchedule, EpsilonMLP, EpsilonScore, 
                      TimeGrid, exact_output_law, has_exact_law, resolve_method, sample)
 from diffsde.orders import fit_order
 from diffsde.metrics import gaussian_w2, mode_weights
-from diffsde.samplers import TORCHSDE_SOLVERS, langevin_step, plan, snr_step_size
+from diffsde.samplers import TORCHSDE_SOLVERS, langevin_step, plan, snr_step_size, tweedie_start
 from diffsde.toys import ring
 
 Z = 4.5
@@ -71,24 +71,69 @@ def sample_tolerances(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 # Declared orders, measured exactly.
 # --------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("exact_times", [False, True], ids=["seed-times", "exact-times"])
-@pytest.mark.parametrize("method,options", FIXED_METHODS, ids=[label(*m) for m in FIXED_METHODS])
-def test_declared_weak_order_is_the_fitted_slope_of_the_exact_error(method, options, exact_times):
-    # The error of the exact output law against the exact p_0, on the linear schedule's grids
-    # (25 ... 1600 steps, T = 10.05), has no Monte Carlo noise, only discretization error
-    # C / n^p + D / n^(p+1) + .... The least-squares slope over this range departs from the
-    # asymptotic p through the D-term: measured at most 0.07 (ddpm with β̃, 0.93), so ±0.15
-    # accepts every correct order and refuses a wrong one (0.5 from mis-scaled noise, 1 for Heun).
+# Step counts per declared order: the errors must stay well above gaussian_w2's round-off floor
+# (~1e-8: the Bures term cancels to 1e-16 before its square root), so order 2 stops earlier; it starts at
+# n = 50, where unipc-2 (whose warm-up is damped by α_T) has left its pre-asymptotic range.
+ORDER_NS = {1.0: [25, 50, 100, 200, 400, 800, 1600], 2.0: [50, 100, 200, 400, 800]}
+# The grids end at t_min > 0 and the error is measured against p_{t_min}: a step to t = 0 is infinitely
+# long in log-SNR, where the exponential integrators (and Heun in σ_VE) take a first-order step.
+ORDER_T_MIN = 1e-2
+
+
+def order_cases() -> list:
+    """Every fixed-grid method of declared order 1 or 2 on a grid uniform in log-SNR, and those stepping in
+    OU time also on the linear schedule's grids (step-sum and exact times). A grid uniform in t is
+    pre-asymptotic for the λ- and σ_VE-methods at these n (their steps near t_min are long in λ), and
+    order 3 reaches the W2 floor before its asymptotic range on a common n range: those are checked on
+    λ-uniform grids with their own n ranges (tests/test_ddim_dpm_solver.py, tests/test_unipc_sde.py)."""
+    cases = []
+    for method, options in FIXED_METHODS:
+        sampler = plan(method, options)
+        if sampler.weak_order not in ORDER_NS:
+            continue
+        kinds = ["seed-times", "exact-times", "log-snr"] if sampler.coordinates == "t" else ["log-snr"]
+        cases += [pytest.param(method, options, kind, id=f"{label(method, options)}-{kind}") for kind in kinds]
+    return cases
+
+
+@pytest.mark.parametrize("method,options,grid_kind", order_cases())
+def test_declared_weak_order_is_the_fitted_slope_of_the_exact_error(method, options, grid_kind):
+    # The error of the exact output law against the exact p_{t_min} (T = 10.05 down to t_min = 0.01) has no
+    # Monte Carlo noise, only discretization error C / n^p + D / n^(p+1) + .... The least-squares slope over
+    # these ranges departs from the asymptotic p through the D-term: measured at most 0.084 (vp on log-SNR,
+    # 1.084; unipc-2 2.05, whose local slopes come down from 2.4 at n = 50), so ±0.15 accepts every correct
+    # order and refuses a wrong one (0.5 from mis-scaled noise, 1 for Heun).
     declared = plan(method, options).weak_order
-    ns = [25, 50, 100, 200, 400, 800, 1600]
+    ns = ORDER_NS[declared]
     errors = []
     for n in ns:
-        schedule = BetaSchedule.linear(n)
-        mean, cov = exact_output_law(method, GAUSSIAN, schedule=schedule, exact_times=exact_times, prior="exact",
-                                     **options)
-        errors.append(gaussian_w2(mean, cov, *GAUSSIAN.mean_and_cov(0.0)))
+        if grid_kind == "log-snr":
+            grid = TimeGrid.log_snr(10.05, ORDER_T_MIN, n)
+        else:
+            grid = BetaSchedule.linear(n).grid(t_min=ORDER_T_MIN, exact_times=grid_kind == "exact-times",
+                                               end_at_t_min=True)
+        mean, cov = exact_output_law(method, GAUSSIAN, grid=grid, prior="exact", **options)
+        errors.append(gaussian_w2(mean, cov, *GAUSSIAN.mean_and_cov(ORDER_T_MIN)))
     assert all(a > b for a, b in zip(errors, errors[1:])), errors
     assert fit_order(ns, errors) == pytest.approx(declared, abs=0.15), errors
+
+
+# On a linear drift (Gaussian data) midpoint and reversible Heun gain an order: the f'' term of the
+# Itô–Taylor expansion they do not match vanishes there. Their declared (general) order is 1.
+LINEAR_GAIN = {"midpoint", "reversible_heun"}
+
+
+@pytest.mark.parametrize("solver", sorted(TORCHSDE_SOLVERS))
+def test_torchsde_declared_weak_order_is_the_fitted_slope_of_the_exact_error(solver):
+    # As above, with torchsde's fixed-step solvers fed injected Brownian increments (and areas):
+    # exact laws from the exact p_T on the linear schedule's grids, no Monte Carlo noise. Measured
+    # slopes: euler/milstein 1.02, srk 2.02, heun 2.07, midpoint 2.03 (its linear gain); ±0.15 as above.
+    declared = plan("torchsde", {"solver": solver}).weak_order
+    expected = declared + 1.0 if solver in LINEAR_GAIN else declared
+    ns = [25, 50, 100, 200, 400]
+    errors = [gaussian_w2(*exact_output_law("torchsde", GAUSSIAN, schedule=BetaSchedule.linear(n), prior="exact",
+                                            solver=solver), *GAUSSIAN.mean_and_cov(0.0)) for n in ns]
+    assert fit_order(ns, errors) == pytest.approx(expected, abs=0.15), errors
 
 
 def test_every_method_declares_its_order():
@@ -96,10 +141,14 @@ def test_every_method_declares_its_order():
     assert {key: declared[key] for key in ("vp", "ddpm-beta", "ddpm-beta_tilde", "em", "ode-euler", "ode-heun")} == {"vp": 1.0, "ddpm-beta": 1.0, "ddpm-beta_tilde": 1.0, "em": 1.0, "ode-euler": 1.0,
                         "ode-heun": 2.0}
     assert plan("torchsde", {"solver": "euler"}).weak_order == 1.0
+    # Rößler's SRA1 and the additive-noise Heun scheme are weak order 2; strong 1.5 and 1.
+    assert (plan("torchsde", {"solver": "srk"}).weak_order, plan("torchsde", {"solver": "srk"}).strong_order) == (2.0, 1.5)
+    assert plan("torchsde", {"solver": "heun"}).weak_order == 2.0
     # A Langevin corrector with a fixed step leaves an O(step) bias: no order in n.
     assert plan("pc", {"step_size": 0.01}).weak_order is None
     assert plan("pc", {"corrector_steps": 0}).weak_order == 1.0
-    assert set(SAMPLERS) == {"vp", "ddpm", "em", "ode", "torchsde", "pc"}
+    assert set(SAMPLERS) == {"vp", "ddpm", "em", "ode", "torchsde", "pc", "ddim", "dpm-solver", "unipc",
+                             "dpm-solver-sde", "edm"}
 
 
 # --------------------------------------------------------------------------------------
@@ -379,6 +428,68 @@ def test_non_finite_values_from_torchsde_and_the_adaptive_ode_are_refused():
 def tiny_epsilon_score() -> EpsilonScore:
     torch.manual_seed(0)
     return EpsilonScore(EpsilonMLP(2, hidden=8, depth=1, embed_dim=8))
+
+
+def test_final_denoise_is_one_tweedie_step_after_the_run(device):
+    # Tweedie's E[x0 | x_t] = (x + σ² s) / α at the grid's t_min, one more evaluation, the same noise.
+    grid, t_min = TimeGrid.uniform(8.0, 0.05, 20), 0.05
+    kwargs = dict(grid=grid, n_samples=64, generator=make_generator(device, 3), device=device, dtype=torch.float64)
+    stopped = sample(GAUSSIAN, "em", **kwargs)
+    kwargs["generator"] = make_generator(device, 3)
+    denoised, path, info = sample(GAUSSIAN, "em", final="denoise", return_path=True, return_info=True, **kwargs)
+    alpha, variance = math.exp(-t_min / 2), -math.expm1(-t_min)
+    torch.testing.assert_close(denoised, (stopped + variance * GAUSSIAN(stopped, t_min)) / alpha, rtol=0, atol=1e-14)
+    assert info["nfe"] == 21 and info["final"] == "denoise" and path.shape == (22, 64, 2)
+    torch.testing.assert_close(path[-2], stopped, rtol=0, atol=0)
+    # Its exact law: the affine Tweedie map J x + c with J = (I - σ² Σ_t^{-1}) / α applied to the stop law.
+    mean, cov = exact_output_law("em", GAUSSIAN, grid=grid)
+    mean_d, cov_d = exact_output_law("em", GAUSSIAN, grid=grid, final="denoise")
+    _, cov_t = GAUSSIAN.mean_and_cov(t_min)
+    jacobian = (torch.eye(2, dtype=torch.float64) - variance * torch.linalg.inv(cov_t)) / alpha
+    torch.testing.assert_close(mean_d, (mean + variance * GAUSSIAN(mean[None], t_min)[0]) / alpha, rtol=0, atol=1e-13)
+    torch.testing.assert_close(cov_d, jacobian @ cov @ jacobian.T, rtol=0, atol=1e-13)
+
+
+def test_tweedie_start_moves_normal_draws_onto_the_mean_of_p_T(device):
+    # x_T = α_T x̂0(ε) + σ_T ε with Tweedie's x̂0 at T: p_T's mean α_T μ is matched to O(α_T²) and its
+    # covariance σ_T² I + α_T² Σ to O(α_T²), where N(0, I) misses the mean by α_T μ.
+    T = 6.0
+    grid = TimeGrid.uniform(T, 0.05, 30)
+    mean_T, cov_T = GAUSSIAN.mean_and_cov(T)
+    start_mean, start_cov = exact_output_law("ode-euler", GAUSSIAN, grid=TimeGrid.uniform(T, T - 1e-12, 1),
+                                             prior="tweedie")
+    alpha2 = math.exp(-T)
+    assert float((start_mean - mean_T).norm()) < 2 * alpha2 * math.exp(-T / 2) * float(GAUSSIAN.mean.norm()) + 1e-12
+    assert float((start_cov - cov_T).abs().max()) < 2 * alpha2 * 1.6  # O(α_T²) with Σ's largest entry 1.5
+    assert float(mean_T.norm()) > 100 * float((start_mean - mean_T).norm())  # N(0, I) misses by all of it
+    # sample(prior="tweedie") moves its draws (one more evaluation) and its law is the exact law's.
+    x_T = torch.randn(4, 2, generator=make_generator(device, 4), dtype=torch.float64, device=device)
+    moved, info = sample(GAUSSIAN, "em", grid=grid, x_T=x_T, prior="tweedie", generator=make_generator(device, 5),
+                         return_info=True)
+    plain = sample(GAUSSIAN, "em", grid=grid, x_T=tweedie_start(GAUSSIAN, x_T, T), generator=make_generator(device, 5))
+    torch.testing.assert_close(moved, plain, rtol=0, atol=1e-14)
+    assert info["nfe"] == 31
+    x = sample(GAUSSIAN, "ode-heun", grid=grid, n_samples=40_000, prior="tweedie", generator=make_generator(device, 6),
+               device=device, dtype=torch.float64).cpu()
+    mean, cov = exact_output_law("ode-heun", GAUSSIAN, grid=grid, prior="tweedie")
+    mean_tol, cov_tol = gaussian_law_tolerances(cov, x.shape[0])
+    assert bool(((x.mean(0) - mean).abs() <= mean_tol).all()) and bool(((torch.cov(x.T) - cov).abs() <= cov_tol).all())
+
+
+def test_a_given_x_T_and_prior_exact_are_refused_together():
+    with pytest.raises(ValueError, match="not both"):
+        sample(GAUSSIAN, "em", grid=TimeGrid.uniform(5.0, 0.1, 10), x_T=torch.zeros(3, 2), prior="exact")
+    with pytest.raises(ValueError, match="prior"):
+        sample(GAUSSIAN, "em", grid=TimeGrid.uniform(5.0, 0.1, 10), x_T=torch.zeros(3, 2), prior="uniform")
+
+
+def test_final_denoise_needs_a_grid_ending_above_zero_and_a_known_choice():
+    with pytest.raises(ValueError, match="already ends at t = 0"):
+        sample(GAUSSIAN, "em", grid=TimeGrid.uniform(5.0, 0.0, 10), n_samples=4, final="denoise")
+    with pytest.raises(ValueError, match="already ends at t = 0"):
+        exact_output_law("em", GAUSSIAN, grid=TimeGrid.uniform(5.0, 0.0, 10), final="denoise")
+    with pytest.raises(ValueError, match="final"):
+        sample(GAUSSIAN, "em", grid=TimeGrid.uniform(5.0, 0.1, 10), n_samples=4, final="tweedie")
 
 
 def test_a_grid_ending_at_zero_is_refused_only_where_an_epsilon_score_would_be_evaluated_there():

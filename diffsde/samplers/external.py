@@ -48,7 +48,7 @@ TORCHSDE_SOLVERS = {
 ODE_ADAPTIVE = ("RK45", "RK23", "DOP853", "Radau", "BDF", "LSODA")
 
 
-def check_final(sampler, x: Tensor, grid: TimeGrid, check_finite: bool) -> None:
+def check_finite_output(sampler, x: Tensor, grid: TimeGrid, check_finite: bool) -> None:
     """Refuse a non-finite end state of an external runner (whose steps we cannot replay)."""
     if check_finite and not bool(torch.isfinite(x).all()):
         raise NonFiniteSampleError(f"sampler {sampler.name!r} with options {dict(sampler.options)} produced "
@@ -143,7 +143,7 @@ def run_torchsde(sampler, score, grid: TimeGrid, x: Tensor, noise, return_path: 
                     states = states[-1:]
             ys = torch.stack(states)
     final = ys[-1].reshape(x.shape)
-    check_final(sampler, final, grid, check_finite)
+    check_finite_output(sampler, final, grid, check_finite)
     path = ys.reshape((ys.shape[0],) + tuple(x.shape)) if return_path else None
     return final, path, counting.count
 
@@ -195,7 +195,7 @@ def run_ode_adaptive(sampler, score, grid: TimeGrid, x: Tensor, noise, return_pa
             raise non_finite(solution.message)
         raise RuntimeError(f"ode solver {options['solver']!r} failed: {solution.message}")
     final = torch.from_numpy(solution.y[:, -1].copy()).reshape(shape).to(device=device, dtype=dtype)
-    check_final(sampler, final, grid, check_finite)
+    check_finite_output(sampler, final, grid, check_finite)
     path = None
     if return_path:
         path = torch.from_numpy(solution.y.T.copy()).reshape((-1,) + tuple(shape)).to(device=device, dtype=dtype)

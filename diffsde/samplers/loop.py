@@ -1,7 +1,8 @@
 """The entry point :func:`sample` and the one step loop of the fixed-grid methods.
 
-Every method integrates from forward OU time T down to t_min over the same :class:`TimeGrid`,
-so a comparison changes one thing at a time. The loop lives once (:func:`run_steps`); it
+Every method integrates from forward OU time T down to t_min over the same :class:`TimeGrid`
+(:mod:`diffsde.samplers.grids`), so a comparison changes one thing at a time; a run may start
+with the Tweedie start and end with a denoising step (:mod:`diffsde.samplers.ends`). The loop lives once (:func:`run_steps`); it
 carries each method's solver state, takes noise from a noise source
 (:mod:`diffsde.samplers.noise`) and checks finiteness every ``check_every`` steps without a
 per-step host synchronisation. Methods with an external loop (torchsde, scipy) provide a
@@ -10,133 +11,29 @@ runner with the same signature (:func:`integrate` dispatches on the record, not 
 
 from __future__ import annotations
 
-import math
-import sys
 import time
 from numbers import Integral
-from typing import Any, Callable, Sequence, Union
+from typing import Any, Callable, Union
 
 import torch
 from torch import Tensor
 
-from .._checks import ArgumentTypeError, check_data, check_int
-from ..protocols import ExactScore, declared_dim, is_singular_at_zero
+from .._checks import ArgumentTypeError, check_choice, check_data, check_int
+from ..protocols import ExactScore, declared_dim
 from ..schedules import BetaSchedule, TimeGrid
+from .ends import PRIORS, check_final, denoise, tweedie_start
 from .errors import NonFiniteSampleError
+from .grids import GridLike, check_grid, resolve_grid
 from .noise import GeneratorNoise
 from .progress import progress_bar
 from .registry import Sampler, resolve_method
 
-__all__ = ["sample", "integrate", "run_steps", "resolve_grid", "check_grid", "HALF_DTYPES"]
+__all__ = ["sample", "integrate", "run_steps", "HALF_DTYPES"]
 
 Score = Callable[[Tensor, Any], Tensor]
-GridLike = Union[TimeGrid, Tensor, Sequence[float], None]
 
 #: State dtypes carried in float32 during a run (the score still sees them; see :func:`integrate`).
 HALF_DTYPES = (torch.float16, torch.bfloat16)
-
-
-def resolve_grid(schedule: BetaSchedule | None = None, grid: GridLike = None, t_min: float | None = None,
-                 exact_times: bool = False) -> TimeGrid:
-    """The grid a run uses: ``grid`` as given, or ``schedule.grid(t_min, exact_times)``, or
-    the linear 1000-step schedule's grid when neither is given."""
-    if grid is not None and schedule is not None:
-        raise ValueError("give either schedule or grid, not both")
-    if grid is not None:
-        if t_min is not None or exact_times:
-            raise ValueError("t_min and exact_times apply to a schedule; a grid already ends at its own t_min")
-        time_grid = grid if isinstance(grid, TimeGrid) else TimeGrid.from_times(grid)
-    else:
-        if schedule is None:
-            schedule = BetaSchedule.linear(1000)
-        if not isinstance(schedule, BetaSchedule):
-            raise TypeError(f"schedule must be a BetaSchedule, got {type(schedule).__name__}")
-        time_grid = schedule.grid(t_min=0.0 if t_min is None else t_min, exact_times=exact_times)
-    _check_time_grid(time_grid)
-    return time_grid
-
-
-def _check_time_grid(grid: TimeGrid) -> None:
-    """Refuse a grid whose numbers the steps cannot use: the steps read its times, β and ᾱ as
-    float64 (Python floats), so the grid must hold them in float64, with n + 1 finite times
-    strictly decreasing to t_min >= 0 (no zero-length step) and n β's. A grid built by
-    :meth:`TimeGrid.from_times` or a schedule passes; a hand-made one might not."""
-    if not isinstance(grid, TimeGrid):
-        raise TypeError(f"grid must be a TimeGrid, a tensor or a sequence of times, got {type(grid).__name__}")
-    for name in ("times", "betas", "alpha_bars"):
-        value = getattr(grid, name)
-        if not isinstance(value, Tensor) or value.dtype != torch.float64:
-            raise TypeError(f"a TimeGrid's {name} must be a float64 tensor (the steps' coefficients are computed "
-                            f"in float64 whatever the state's dtype), got "
-                            f"{value.dtype if isinstance(value, Tensor) else type(value).__name__}")
-    times = grid.times
-    if times.dim() != 1 or times.numel() < 2 or grid.betas.shape != (times.numel() - 1,) \
-            or grid.alpha_bars.shape != times.shape:
-        raise ValueError(f"a TimeGrid needs times (n+1,), betas (n,) and alpha_bars (n+1,) with n >= 1, got "
-                         f"shapes {tuple(times.shape)}, {tuple(grid.betas.shape)}, {tuple(grid.alpha_bars.shape)}")
-    if not bool(torch.isfinite(times).all()):
-        raise ValueError("a TimeGrid's times must be finite")
-    steps = times[:-1] - times[1:]
-    if not bool((steps > 0).all()):
-        k = int(torch.nonzero(steps <= 0)[0])
-        raise ValueError(f"a TimeGrid's times must decrease strictly (no zero-length step); times[{k}] = "
-                         f"{float(times[k])!r} is followed by {float(times[k + 1])!r}")
-    if float(times[-1]) < 0:
-        raise ValueError(f"a TimeGrid's times must be >= 0; the last is {float(times[-1])!r}")
-
-
-def _betas_below_one(sampler: Sampler, grid: TimeGrid) -> None:
-    if float(grid.betas.max()) >= 1.0:
-        k = int(torch.nonzero(grid.betas >= 1.0)[0])
-        raise ValueError(f"method {sampler.label!r} needs β < 1 on every step; step {k} has "
-                         f"β = {float(grid.betas[k]):.4g} (on a bare grid β = Δt)")
-
-
-# ᾱ is a normal float64 number down to 2.2e-308, i.e. for -log ᾱ <= 708.396 (t on a bare grid, ᾱ = e^-t).
-_SMALLEST_ALPHA_BAR = sys.float_info.min
-_LARGEST_TIME = -math.log(_SMALLEST_ALPHA_BAR)
-# 1 - e^-t is 0 in float64 for t <= 2^-53 (e^-t rounds to 1).
-_SMALLEST_TIME = 2.0 ** -53
-
-
-def _alpha_bars_normal(sampler: Sampler, grid: TimeGrid) -> None:
-    """ᾱ a normal float64 number at every grid time: the method divides by ᾱ (ᾱ_from / ᾱ_to)."""
-    bad = grid.alpha_bars < _SMALLEST_ALPHA_BAR  # NaN is not bad here: a grid holds no NaN ᾱ
-    if bool(bad.any()):
-        k = int(torch.nonzero(bad)[-1])  # times decrease: the last bad point is the smallest bad time
-        usable = grid.times[~bad]
-        largest = f"{float(usable.max()):.6g}" if usable.numel() else "none"
-        raise ValueError(f"method {sampler.label!r} divides by ᾱ, but ᾱ = {float(grid.alpha_bars[k]):.3g} at grid "
-                         f"time t = {float(grid.times[k]):.6g} (and before) underflows in float64, the precision "
-                         f"of the steps' coefficients (ᾱ below {_SMALLEST_ALPHA_BAR:.3g}, i.e. -log ᾱ > "
-                         f"{_LARGEST_TIME:.6g}; on a bare grid ᾱ = e^-t); start the grid at a time with "
-                         f"-log ᾱ <= {_LARGEST_TIME:.6g} (the largest usable time of this grid is {largest})")
-
-
-def _alpha_bars_below_one(sampler: Sampler, grid: TimeGrid) -> None:
-    """1 - ᾱ > 0 at every step's start: the method divides by sqrt(1 - ᾱ_from)."""
-    bad = grid.alpha_bars[:-1] >= 1.0
-    if bool(bad.any()):
-        k = int(torch.nonzero(bad)[0])
-        raise ValueError(f"method {sampler.label!r} divides by sqrt(1 - ᾱ) at each step's start, but at grid time "
-                         f"t = {float(grid.times[k]):.3g} (step {k}) ᾱ rounds to 1 in float64, so 1 - ᾱ = 0 "
-                         f"(on a bare grid ᾱ = e^-t, which rounds to 1 for t <= {_SMALLEST_TIME:.3g}); give the "
-                         f"grid no time in (0, {_SMALLEST_TIME:.3g}] before its last")
-
-
-_GRID_CHECKS = {"betas_below_one": _betas_below_one, "alpha_bars_normal": _alpha_bars_normal,
-                "alpha_bars_below_one": _alpha_bars_below_one}
-
-
-def check_grid(sampler: Sampler, grid: TimeGrid, score: Score) -> None:
-    """What the method declares it needs of the grid, checked once before any step; and a
-    method that evaluates the score at the grid's end refused at t = 0 for a score singular there."""
-    for need in sampler.grid_needs:
-        _GRID_CHECKS[need](sampler, grid)
-    if sampler.evaluates_at_end and grid.t_min == 0.0 and is_singular_at_zero(score):
-        raise ValueError(f"method {sampler.name!r} with options {dict(sampler.options)} evaluates the score at the "
-                         f"grid's last time t = 0, where {type(score).__name__} is singular "
-                         f"(s = -ε / sqrt(1 - e^-t)); end the grid at t_min > 0 (e.g. t_min=1e-3)")
 
 
 def _make_generator(generator: Union[torch.Generator, int, None], device: torch.device) -> torch.Generator | None:
@@ -166,8 +63,9 @@ def sample(score: Score, method: Union[str, Sampler, tuple], schedule: BetaSched
            return_path: bool = False, progress: bool = False, *, exact_times: bool = False,
            prior: str = "normal", device: Union[str, torch.device, None] = None, dtype: torch.dtype | None = None,
            dim: int | None = None, check_finite: bool = True, check_every: int = 100, return_info: bool = False,
-           **options: Any):
-    """Sample p_{t_min} by integrating the reverse problem from T down to t_min with one method.
+           final: str = "stop", **options: Any):
+    """Sample p_{t_min} by integrating the reverse problem from T down to t_min with one method
+    (and, with ``final="denoise"``, p_0 approximately, by one denoising step from t_min).
 
     Args:
         score: ``score(x, t)`` = ∇ log p_t(x) at forward OU time t (an exact score,
@@ -188,11 +86,14 @@ def sample(score: Score, method: Union[str, Sampler, tuple], schedule: BetaSched
         generator: torch.Generator (on the sampling device) or an int seed in [0, 2^64) (torch's
             seed range); all noise comes from it, so the same generator state gives the same
             samples (bit-for-bit on the CPU).
-        return_path: also return the states at every grid time, shape (n+1, N, d), T first.
+        return_path: also return the states at every grid time, shape (n+1, N, d), T first (with
+            ``final="denoise"``, (n+2, N, d): the denoised output last).
         progress: show a tqdm bar over the steps.
         exact_times: use the schedule's exact times ``-log ᾱ_i`` (see ``schedule``).
-        prior: "normal" (N(0, I), the default) or "exact" (the score's own p_T via
-            ``score.sample(n, t=T)``; exact scores only).
+        prior: "normal" (N(0, I), the default), "exact" (the score's own p_T via
+            ``score.sample(n, t=T)``; exact scores only) or "tweedie" (N(0, I) draws moved onto
+            p_T's mean by one score evaluation, :func:`tweedie_start`; counted in the NFE; a given
+            ``x_T`` is then read as the N(0, I) draw it moves). :data:`PRIORS`.
         device: where to sample when ``x_T`` is not given (default: the generator's device
             or the CPU).
         dtype: the precision when ``x_T`` is not given (default float32): float32 or float64
@@ -208,8 +109,12 @@ def sample(score: Score, method: Union[str, Sampler, tuple], schedule: BetaSched
             per-step host synchronisation) and pinned to the exact step by replaying the window.
         check_every: see ``check_finite``.
         return_info: also return a dict with the method, its label and options, number of
-            steps, number of score evaluations ``nfe``, the declared orders, the grid and the
-            wall time.
+            steps, number of score evaluations ``nfe``, the declared orders, the grid, ``final``
+            and the wall time.
+        final: "stop" (default: return the state at the grid's t_min) or "denoise" (one more
+            score evaluation: return Tweedie's ``E[x0 | x_{t_min}] = (x + σ² s(x, t_min)) / α`` with
+            ``α = e^{-t_min/2}``, ``σ² = 1 - e^{-t_min}``, the denoised output at t = 0; needs
+            t_min > 0). :data:`FINALS`.
         **options: method options, e.g. ``variance`` ("ddpm"), ``solver``/``rtol``/``atol``
             ("ode", "torchsde"), ``adaptive``/``dt`` ("torchsde"), ``predictor``,
             ``corrector_steps``, ``snr``, ``step_size`` ("pc").
@@ -232,6 +137,10 @@ def sample(score: Score, method: Union[str, Sampler, tuple], schedule: BetaSched
     sampler = resolve_method(method, **options)
     time_grid = resolve_grid(schedule, grid, t_min, exact_times)
     check_grid(sampler, time_grid, score)
+    check_final(final, time_grid)
+    check_choice(prior, "prior", PRIORS)
+    if x_T is not None and prior == "exact":
+        raise ValueError("give x_T or prior='exact' (a draw from the score's p_T), not both")
     if isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 1:
         raise ValueError(f"check_every must be an int >= 1, got {check_every!r}")
     x, gen = _initial_state(score, time_grid, n_samples, x_T, generator, prior, device, dtype, dim)
@@ -239,20 +148,22 @@ def sample(score: Score, method: Union[str, Sampler, tuple], schedule: BetaSched
     started = time.perf_counter()
     with torch.no_grad():  # sampling never records an autograd graph (it would keep every step alive)
         x, path, nfe = integrate(sampler, score, time_grid, x, GeneratorNoise(gen), return_path=return_path,
-                                 progress=progress, check_finite=check_finite, check_every=check_every)
+                                 progress=progress, check_finite=check_finite, check_every=check_every,
+                                 final=final, start="tweedie" if prior == "tweedie" else "given")
     outputs: list = [x]
     if return_path:
         outputs.append(path)
     if return_info:
         outputs.append({"method": sampler.name, "label": sampler.label, "options": dict(sampler.options),
                         "steps": time_grid.n, "nfe": nfe, "weak_order": sampler.weak_order,
-                        "strong_order": sampler.strong_order, "times": time_grid.times,
+                        "strong_order": sampler.strong_order, "times": time_grid.times, "final": final,
                         "wall_time_s": time.perf_counter() - started})
     return outputs[0] if len(outputs) == 1 else tuple(outputs)
 
 
 def integrate(sampler: Sampler, score: Score, grid: TimeGrid, x: Tensor, noise, *, return_path: bool = False,
-              progress: bool = False, check_finite: bool = True, check_every: int = 100):
+              progress: bool = False, check_finite: bool = True, check_every: int = 100, final: str = "stop",
+              start: str = "given"):
     """Run ``sampler`` from ``x`` at grid.T to grid.t_min with noise from ``noise``; no checks of the
     arguments (:func:`sample` and :func:`diffsde.exact_output_law` make them).
 
@@ -260,7 +171,10 @@ def integrate(sampler: Sampler, score: Score, grid: TimeGrid, x: Tensor, noise, 
     have x's shape (a ValueError otherwise, rather than a silent broadcast). A float16 / bfloat16
     state is carried in float32 (noise and every update in float32, as mixed-precision training
     keeps its master weights), the score is evaluated on it rounded to the half dtype and read back
-    in float32, and the result (and path) is returned in the half dtype.
+    in float32, and the result (and path) is returned in the half dtype. With ``final="denoise"`` the
+    state at t_min is denoised to t = 0 (:func:`denoise`), one more score evaluation, appended to the
+    path as its last entry. With ``start="tweedie"`` x is first moved by :func:`tweedie_start` (one
+    more evaluation; the path starts from the moved x).
 
     Returns:
         (x, path or None, nfe).
@@ -268,10 +182,20 @@ def integrate(sampler: Sampler, score: Score, grid: TimeGrid, x: Tensor, noise, 
     runner = sampler.runner or run_steps
     half = x.dtype if x.dtype in HALF_DTYPES else None
     checked = _CheckedScore(score, half)
+    x = x if half is None else x.float()
+    if start == "tweedie":
+        x = tweedie_start(checked, x, grid.T)
+    out, path, _ = runner(sampler, checked, grid, x, noise, return_path, progress, check_finite, check_every)
+    if final == "denoise":
+        out = denoise(checked, out, grid.t_min)
+        if check_finite and not bool(torch.isfinite(out).all()):
+            raise NonFiniteSampleError(f"the final denoising step from t = {grid.t_min:.6g} to 0 produced non-finite "
+                                       f"values (sampler {sampler.name!r}); check the score there")
+        if path is not None:
+            path = torch.cat([path, out[None]])
+    nfe = checked.calls  # what the run made (e.g. Heun's last step to σ = 0 is Euler: one call, not two)
     if half is None:
-        return runner(sampler, checked, grid, x, noise, return_path, progress, check_finite, check_every)
-    out, path, nfe = runner(sampler, checked, grid, x.float(), noise, return_path, progress, check_finite,
-                            check_every)
+        return out, path, nfe
     out = out.to(half)
     if check_finite and not bool(torch.isfinite(out).all()):
         raise NonFiniteSampleError(f"sampler {sampler.name!r} produced finite float32 samples that overflow {half} "
@@ -282,14 +206,16 @@ def integrate(sampler: Sampler, score: Score, grid: TimeGrid, x: Tensor, noise, 
 
 class _CheckedScore:
     """The score as a run calls it: the first output checked to be a tensor of x's shape; with
-    ``evaluate_in`` (a half dtype), evaluated on x rounded to it and read back in x's dtype."""
+    ``evaluate_in`` (a half dtype), evaluated on x rounded to it and read back in x's dtype. It
+    counts its calls (``calls``): a run's NFE is what it evaluated, not a declared bound."""
 
-    __slots__ = ("score", "evaluate_in", "checked")
+    __slots__ = ("score", "evaluate_in", "checked", "calls")
 
     def __init__(self, score: Score, evaluate_in: torch.dtype | None = None):
-        self.score, self.evaluate_in, self.checked = score, evaluate_in, False
+        self.score, self.evaluate_in, self.checked, self.calls = score, evaluate_in, False, 0
 
     def __call__(self, x: Tensor, t: Any) -> Tensor:
+        self.calls += 1
         if self.evaluate_in is None:
             value = self.score(x, t)
         else:
@@ -357,14 +283,14 @@ def _initial_state(score, time_grid, n_samples, x_T, generator, prior, device, d
     device = torch.device(device)
     dtype = dtype or torch.float32
     gen = _make_generator(generator, device)
-    if prior == "normal":
+    if prior in ("normal", "tweedie"):  # "tweedie" moves the draw in integrate (one score evaluation)
         return torch.randn((n_samples, known_dim), generator=gen, device=device, dtype=dtype), gen
     if prior == "exact":
         if not isinstance(score, ExactScore):
             raise ValueError(f"prior='exact' needs an exact score (diffsde.protocols.ExactScore: .sample(n, t), "
                              f".log_prob, .mean_and_cov, .dim); {type(score).__name__} is not one")
         return score.sample(n_samples, t=time_grid.T, generator=gen, device=device, dtype=dtype), gen
-    raise ValueError(f"prior must be 'normal' or 'exact', got {prior!r}")
+    raise ValueError(f"prior must be one of {list(PRIORS)}, got {prior!r}")
 
 
 def _no_noise(x: Tensor) -> Tensor:

@@ -29,11 +29,14 @@ from .external import ODE_ADAPTIVE, TORCHSDE_SOLVERS, run_ode_adaptive, run_torc
 
 __all__ = ["Sampler", "Method", "METHODS", "register", "resolve_method", "featured_methods"]
 
-#: What a grid may be asked to satisfy, by name (checked in :func:`diffsde.samplers.loop.check_grid`):
+#: What a grid may be asked to satisfy, by name (checked in :func:`diffsde.samplers.grids.check_grid`):
 #: "betas_below_one" (β < 1 on every step: the step divides by sqrt(1 - β)); "alpha_bars_normal" (ᾱ a
 #: normal float64 number at every grid time, -log ᾱ <= 708.4: the step divides by ᾱ); "alpha_bars_below_one"
 #: (ᾱ < 1 in float64 at every step's start: the step divides by sqrt(1 - ᾱ)).
 GRID_NEEDS = ("betas_below_one", "alpha_bars_normal", "alpha_bars_below_one")
+
+#: The clocks a step may be written in (:mod:`diffsde.coordinates`).
+COORDINATES = ("t", "sigma_ve", "log_snr")
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,10 @@ class Sampler:
         affine: whether the output is affine in (x_T, noise) when the score is affine in x
             (fixed grid, no data-dependent step sizes): then its exact law exists.
         grid_needs: named grid requirements (:data:`GRID_NEEDS`).
+        coordinates: the clock the step is written in (:data:`COORDINATES`): "t" (OU time: vp,
+            ddpm, em, ode, torchsde, pc), "sigma_ve" (σ_VE = sqrt(e^t - 1) with y = x / α: ddim,
+            edm) or "log_snr" (λ = log(α / σ): dpm-solver, unipc, dpm-solver-sde); a grid
+            uniform in that clock is where its order shows first.
         step: the pure step ``step(score, x, interval, noise, state) -> (x, state)``, or None
             when ``runner`` integrates instead.
         init: ``init(x, grid) -> state``, the initial solver state (None: no state).
@@ -70,6 +77,7 @@ class Sampler:
     evaluates_at_end: bool = False
     affine: bool = True
     grid_needs: tuple[str, ...] = ()
+    coordinates: str = "t"
     step: Callable | None = field(default=None, repr=False)
     init: Callable | None = field(default=None, repr=False)
     runner: Callable | None = field(default=None, repr=False)
@@ -94,7 +102,8 @@ class Sampler:
         return {"method": self.label, "weak_order": self.weak_order, "strong_order": self.strong_order,
                 "noise_draws": self.noise_draws, "score_evals": self.score_evals,
                 "evaluates_at_end": self.evaluates_at_end, "affine": self.affine,
-                "grid_needs": ",".join(self.grid_needs) or "-", "description": self.description}
+                "grid_needs": ",".join(self.grid_needs) or "-", "coordinates": self.coordinates,
+                "description": self.description}
 
 
 @dataclass(frozen=True)
@@ -141,7 +150,7 @@ class Registry(Mapping):
         """A Markdown table of every variant's declaration."""
         rows = [resolve_method(label).describe() for label in self.variants()]
         return format_table(rows, ["method", "weak_order", "strong_order", "noise_draws", "score_evals",
-                                   "evaluates_at_end", "affine", "grid_needs", "description"])
+                                   "evaluates_at_end", "affine", "grid_needs", "coordinates", "description"])
 
     def __repr__(self) -> str:
         return self.table()
@@ -283,10 +292,16 @@ def _ode(**options: Any) -> Sampler:
                      f"or {list(ODE_ADAPTIVE)} (adaptive, scipy.integrate.solve_ivp)")
 
 
-# torchsde solver -> (weak order, strong order) for additive noise, as torchsde documents them
-# (the strong orders are checked in tests/test_sampler_orders.py).
-_TORCHSDE_ORDERS = {"euler": (1.0, 1.0), "milstein": (1.0, 1.0), "srk": (1.0, 1.5), "midpoint": (1.0, 1.0),
-                    "heun": (1.0, 1.0), "reversible_heun": (1.0, 1.0)}
+# torchsde solver -> (weak order, strong order) on the reverse SDE, whose noise is additive (g = 1).
+# "srk" is Rößler's SRA1 (Rößler 2010, "Runge–Kutta methods for the strong approximation of
+# solutions of stochastic differential equations", SIAM J. Numer. Anal. 48, Table 6.1): strong
+# order 1.5, weak order 2. "heun" with additive noise is Kloeden & Platen's explicit order 2.0
+# weak scheme (Kloeden & Platen 1992, "Numerical Solution of SDEs", Sec. 15.1): weak order 2.
+# The others are weak order 1 ("midpoint" and "reversible_heun" gain an order on a linear drift,
+# where the f'' term they miss vanishes). Checked by slopes: weak orders with exact laws
+# (tests/test_samplers.py), strong orders on one Brownian path (tests/test_registry.py).
+_TORCHSDE_ORDERS = {"euler": (1.0, 1.0), "milstein": (1.0, 1.0), "srk": (2.0, 1.5), "midpoint": (1.0, 1.0),
+                    "heun": (2.0, 1.0), "reversible_heun": (1.0, 1.0)}
 
 
 def _torchsde(**options: Any) -> Sampler:
