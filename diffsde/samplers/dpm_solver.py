@@ -58,6 +58,7 @@ from torch import Tensor
 
 from .._checks import ArgumentTypeError, check_bool, check_choice, check_int
 from ..coordinates import log_snr, noise_std, signal_scale, time_from_log_snr
+from ..parametrizations import data_from_score, epsilon_from_score
 from ..schedules import Interval
 from .registry import Method, Sampler, _options, register
 
@@ -117,12 +118,9 @@ def _frame(t_s: float, t_t: float, prediction: str) -> _Step:
 
 
 def _predict(score, x: Tensor, t: float, prediction: str) -> Tensor:
-    """x0 = (x + σ² s) / α (Tweedie) or ε = -σ s at time t."""
+    """x0 = (x + σ² s) / α (Tweedie) or ε = -σ s at time t (:mod:`diffsde.parametrizations`)."""
     s = score(x, t)
-    if prediction == "noise":
-        return (-noise_std(t)) * s
-    inv_alpha = math.exp(0.5 * t)
-    return inv_alpha * x + (-math.expm1(-t) * inv_alpha) * s
+    return epsilon_from_score(s, noise_std(t)) if prediction == "noise" else data_from_score(s, x, t)
 
 
 def _multistep(score, x: Tensor, interval: Interval, state: DPMHistory | None, order: int,

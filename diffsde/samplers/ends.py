@@ -3,12 +3,12 @@ denoising step (``final="denoise"``), each one score evaluation."""
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable
 
 from torch import Tensor
 
 from .._checks import check_choice
+from ..coordinates import noise_std, signal_scale
 from ..parametrizations import data_from_score
 from ..schedules import TimeGrid
 
@@ -50,8 +50,7 @@ def tweedie_start(score: Score, x: Tensor, T: float) -> Tensor:
     covariance ``σ_T² I + O(α_T²)``, as p_T: the mismatch drops from O(α_T) to O(α_T²) (W2 4.5e-5
     there). This start is diffsde's own (no peer has it); it is the DDIM update from T to T
     with the drawn ε in place of the predicted one (Song, Meng & Ermon 2021, eq. 12)."""
-    alpha = math.exp(-0.5 * T)
-    return alpha * data_from_score(score(x, T), x, T) + math.sqrt(-math.expm1(-T)) * x
+    return signal_scale(T) * data_from_score(score(x, T), x, T) + noise_std(T) * x
 
 
 def denoise(score: Score, x: Tensor, t: float) -> Tensor:
