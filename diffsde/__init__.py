@@ -27,6 +27,7 @@ _SOURCES = {
              "model_cross_entropy", "normal_kl", "predict_x0", "vlb"),
     "demo": ("DemoReport", "DemoSettings", "run_demo", "write_report"),
     "exact_law": ("exact_output_law", "has_exact_law"),
+    "likelihood": ("Likelihood", "log_likelihood"),
     "nets": ("EpsilonMLP", "TimeEmbedding"),
     "process_scores": ("ProcessExactScore", "ScoreAsOU"),
     "processes": ("EDM", "VE", "VP", "Process", "SubVP"),
