@@ -8,6 +8,7 @@ Subcommands (each has ``--help``, ``--seed``, ``--device``, ``--out``, ``--force
 * ``sample``: sample from a checkpoint or from a toy's exact score; write samples and a PNG.
 * ``compare``: samplers side by side: error against score evaluations and wall time.
 * ``converge``: error against step count with fitted orders (exact laws where possible).
+* ``nll``: the data's NLL by the probability-flow ODE, by DDPM's bound and, where known, exactly.
 * ``limit``: how fast ᾱ_i -> e^{-t_i} (DDPM's chain as the VP SDE's Euler steps, Song et al. 2021).
 
 User errors (bad arguments, missing or corrupt files, an existing output folder without
@@ -41,6 +42,7 @@ from ._table import format_table
 from .demo import DEMO_T_MIN, SMALL_SIZES, DemoSettings, judge, reference_samples, toy_train_config, \
     train_network
 from .studies import DEFAULT_METHODS, MonteCarlo, alpha_bar_limit, compare_samplers, convergence_study, resolve_method
+from .studies.likelihood import TABLE_COLUMNS, likelihood_reading, likelihood_study
 from .samplers import NonFiniteSampleError, sample
 from .schedules import SCHEDULES, TimeGrid
 from .scores import EpsilonScore, GaussianMixtureScore
@@ -332,6 +334,41 @@ def _cmd_converge(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------------
+# nll
+# --------------------------------------------------------------------------------------
+
+def _cmd_nll(args: argparse.Namespace) -> int:
+    score = None
+    if args.checkpoint is not None:
+        if args.prior == "exact":
+            raise CliError("--prior exact needs a toy's exact score (a network has no closed-form p_T); "
+                           "use --prior normal with --checkpoint")
+        score, source = _load_score(args.checkpoint, args.device)
+        toy = _checkpoint_toy(args, source, score, required=True)
+    else:
+        toy = toys.make_toy(args.toy or "ring")
+        if not toy.has_exact_score:
+            raise CliError(f"toy {toy.name!r} has no exact score; measure a network trained on it with --checkpoint")
+    samples_fit(args.n_samples, toy.dim, args.device)
+    dtype = torch.float32 if args.device.type == "mps" else torch.float64  # MPS has no float64
+    if score is not None:
+        score.model.to(dtype)
+    output = _output_folder(args)
+    with output as folder:
+        result = likelihood_study(toy, score, tolerances=args.tolerances, ns=args.ns, n_samples=args.n_samples,
+                                  divergence=args.divergence, probes=args.probes, prior=args.prior, t_min=args.t_min,
+                                  seed=args.seed, device=args.device, dtype=dtype)
+        result.to_json(folder / "nll.json")
+        result.to_csv(folder / "nll.csv")
+        plots.nll_vs_nfe(result, folder / "nll.png",
+                         title=f"{toy.name}, {'learned' if score is not None else 'exact'} score")
+    print(result.table(TABLE_COLUMNS))
+    print(likelihood_reading(result))
+    print(f"written: {output.target} (nll.json, nll.csv, nll.png)")
+    return 0
+
+
+# --------------------------------------------------------------------------------------
 # limit
 # --------------------------------------------------------------------------------------
 
@@ -469,6 +506,31 @@ def build_parser() -> argparse.ArgumentParser:
                           help="Monte Carlo samples (default 2000)")
     converge.add_argument("--repeats", type=arg.int_between(1), default=3, help="Monte Carlo seeds (default 3)")
     converge.set_defaults(func=_cmd_converge)
+
+    nll = sub.add_parser("nll", help="NLL by the probability-flow ODE, by DDPM's bound and exactly",
+                         description="The data's negative log-likelihood (diffsde.studies.likelihood_study) by "
+                                     "the probability-flow ODE per tolerance, by DDPM's variational bound per n "
+                                     "(σ² = β and β̃) and, with an exact score, exactly; with a toy's exact score "
+                                     "or a checkpoint. Print the table; write nll.json/.csv and nll.png.")
+    _add_common(nll, "diffsde-nll", "folder for the results")
+    nll.add_argument("--toy", choices=toy_names,
+                     help="the data (default ring; with --checkpoint, the toy of its run)")
+    nll.add_argument("--checkpoint", type=Path, help="measure a trained network instead of the exact score")
+    nll.add_argument("--tolerances", type=arg.positive_float, nargs="+", default=[1e-3, 1e-4, 1e-5],
+                     help="the ODE solver's rtol = atol, each in (0, 1) (default 1e-3 1e-4 1e-5)")
+    nll.add_argument("--ns", type=arg.int_between(1), nargs="+", default=[10, 100, 1000],
+                     help=f"the bound's step counts, increasing (default 10 100 1000{_COARSE})")
+    nll.add_argument("--n-samples", type=arg.int_between(2), default=1000, help="data points (default 1000)")
+    nll.add_argument("--divergence", choices=["auto", "exact", "hutchinson"], default="auto",
+                     help="the velocity's divergence: exact trace, Hutchinson's estimate, or auto: exact up to "
+                          "d = 32 (default)")
+    nll.add_argument("--probes", type=arg.int_between(1), default=4,
+                     help="Hutchinson probes per sample (default 4)")
+    nll.add_argument("--prior", choices=["normal", "exact"], default="normal",
+                     help="score x_T under N(0, I) (default) or the exact p_T (the toy's exact score only)")
+    nll.add_argument("--t-min", type=arg.ou_time, default=None,
+                     help="start the flow at this OU time (default 0 for an exact score, 1e-5 for a network)")
+    nll.set_defaults(func=_cmd_nll)
 
     limit = sub.add_parser("limit", help="table of ᾱ_i against e^{-t_i}: the continuous-time limit",
                            description="How fast ᾱ_i -> e^{-t_i} as the schedule is refined (DDPM's chain as the "

@@ -201,10 +201,10 @@ def log_likelihood(score: Score, x: Tensor, *, T: float | None = None, t_min: fl
     """
     if not callable(score):
         raise TypeError(f"score must be callable as score(x, t), got {type(score).__name__}")
-    dim = declared_dim(score)
-    check_data(x, "x", dim=dim)
+    check_data(x, "x")
     if x.dim() != 2 or x.shape[0] == 0:
         raise ValueError(f"x must have shape (N, d) with N >= 1, got {tuple(x.shape)}")
+    check_data(x, "x", dim=declared_dim(score))
     if not bool(torch.isfinite(x).all()):
         raise ValueError("x must be finite, got a NaN or infinite entry")
     check_choice(prior, "prior", PRIORS)

@@ -17,6 +17,7 @@ colour bar; a legend never shows an order that could not be fitted.
 * :func:`alpha_bar_vs_exp` — ᾱ_i against e^{-t_i} on the step-sum times, and their gap.
 * :func:`convergence` — log–log error against step count with fitted slopes (and error bars).
 * :func:`error_vs_nfe` — error against the number of score evaluations (and error bars).
+* :func:`nll_vs_nfe` — a likelihood study's NLL (PF-ODE, VLB, exact) against score evaluations.
 * :func:`training_loss` — per-step loss of :func:`diffsde.train` with a running mean.
 """
 
@@ -34,13 +35,13 @@ from matplotlib.figure import Figure
 from ._checks import check_bool
 from ._io import write_atomic
 from ._plot_inputs import as_array, as_named, as_points, as_series
-from ._plot_style import (TRUTH_COLOR, check_errors, error_series, floor_line, grid_shape, outer_labels,
+from ._plot_style import (TRUTH_COLOR, check_errors, error_series, floor_line, grid_shape, log_label, outer_labels,
                           side_colorbar, tidy_log_axes)
 from .orders import fit_order
 from .schedules import BetaSchedule
 
 __all__ = ["samples_vs_truth", "sample_paths", "marginal_densities", "alpha_bar_vs_exp", "convergence",
-           "error_vs_nfe", "training_loss", "save_figure"]
+           "error_vs_nfe", "nll_vs_nfe", "training_loss", "save_figure"]
 
 ArrayLike = Union[torch.Tensor, np.ndarray, Sequence[float]]
 PathLike = Union[str, os.PathLike]
@@ -378,6 +379,66 @@ def error_vs_nfe(series: Mapping[str, tuple[ArrayLike, ArrayLike]], path: PathLi
                            label=f"{label} ({compare_label})")
     floor_line(ax, floor, floor_se)
     _finish_log_axes(ax, "score evaluations (NFE)", ylabel, title)
+    return _finish(figure, path)
+
+
+def nll_vs_nfe(result, path: PathLike | None = None, *, title: str | None = None) -> Figure:
+    """A likelihood study's NLL in bits/dim against score evaluations per sample (log x): the
+    PF-ODE's estimates as points labelled by tolerance, the VLB as one line per reverse variance
+    through its step counts (points labelled by n), the exact −log p0 as a grey horizontal line.
+
+    Error bars are ± one standard error: of the difference to the exact value (paired, the same
+    data) where it is known, else of the estimate itself.
+
+    Args:
+        result: the :class:`~diffsde.studies.StudyResult` of
+            :func:`diffsde.studies.likelihood_study` (or one read back from its JSON or CSV).
+    """
+    rows = getattr(result, "rows", None)
+    if not isinstance(rows, list) or not all(isinstance(row, Mapping) for row in rows):
+        raise TypeError(f"result must be the StudyResult of diffsde.studies.likelihood_study, got "
+                        f"{type(result).__name__}")
+    if getattr(result, "kind", "") not in ("likelihood", ""):
+        raise ValueError(f"result must be a likelihood study's, got kind {result.kind!r}")
+    if not any(row.get("estimator") in ("pf-ode", "vlb") for row in rows):
+        raise ValueError("result has no 'pf-ode' or 'vlb' rows to draw")
+
+    def bits(row: Mapping, key: str) -> float:  # a nats column in bits/dim, by the row's own ratio
+        scale = row["bits_per_dim"] / row["nats"] if row["nats"] else 0.0
+        return float(row[key]) * scale
+
+    def bars(group: list[Mapping]) -> np.ndarray:
+        return np.array([bits(row, "error_se" if row.get("error_se") is not None else "standard_error")
+                         for row in group])
+
+    figure = Figure(figsize=(5.6, 4.0), layout="constrained")
+    ax = figure.subplots()
+    pf_ode = [row for row in rows if row.get("estimator") == "pf-ode"]
+    groups = [("PF-ODE", "o", pf_ode, "tol")]
+    vlb = {}  # the VLB rows by variance: their setting reads "n=100, σ²=β"
+    for row in rows:
+        if row.get("estimator") == "vlb":
+            vlb.setdefault(str(row["setting"]).split(", ", 1)[-1], []).append(row)
+    groups += [(f"VLB, {variance}", "s-", group, "n") for variance, group in vlb.items()]
+    for k, (label, fmt, group, key) in enumerate(groups):
+        if not group:
+            continue
+        group = sorted(group, key=lambda row: row["nfe"])
+        nfe = np.array([row["nfe"] for row in group], dtype=float)
+        nll = np.array([row["bits_per_dim"] for row in group], dtype=float)
+        ax.errorbar(nfe, nll, yerr=bars(group), fmt=fmt, ms=5, capsize=2.5, elinewidth=0.9, color=f"C{k}",
+                    label=label)
+        for row, x, y in zip(group, nfe, nll):  # tolerances under their points, step counts beside theirs
+            text, offset, align = ((log_label(row["tol"], plain=False), (0, -11), "center") if key == "tol"
+                                   else (f"n={row['n']}", (5, -8), "left"))
+            ax.annotate(text, (x, y), xytext=offset, textcoords="offset points", ha=align, va="center", fontsize=7,
+                        color=f"C{k}")
+    exact = [row for row in rows if row.get("estimator") == "exact"]
+    if exact:
+        ax.axhline(exact[0]["bits_per_dim"], color=TRUTH_COLOR, lw=1.2, ls="--", label="exact −log p0")
+    ax.set_xscale("log")
+    ax.margins(x=0.1, y=0.1)  # room for the labels at the ends
+    _finish_log_axes(ax, "score evaluations per sample (NFE)", "NLL (bits/dim)", title)
     return _finish(figure, path)
 
 

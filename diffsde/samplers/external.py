@@ -1,13 +1,19 @@
-"""Runners whose inner loop is not ours: ``torchsde.sdeint`` on the reverse SDE and scipy's
-adaptive ``solve_ivp`` on the probability-flow ODE, both in backward time t' = T - t.
+"""Runners whose inner loop is not ours, all in backward time t' = T - t: ``torchsde.sdeint`` on the
+reverse SDE, and two adaptive backends for the probability-flow ODE: torchdiffeq's embedded
+Runge–Kutta pairs through :func:`diffsde.odeint.solve` (``solver="dopri5"``, ...; on the state's
+device and dtype, error controlled per element) and scipy's ``solve_ivp`` (``solver="RK45"``, ...;
+on the host in float64, the state copied there at every evaluation, one error norm over the batch).
 
 A runner has the step loop's signature, ``runner(sampler, score, grid, x, noise, return_path,
-progress, check_finite, check_every) -> (x, path, nfe)``, so :func:`diffsde.sample` and
+progress, check_finite, check_every) -> (x, path, nfe)``: x (N, ...) at forward time grid.T in,
+x at grid.t_min out (same shape, device and dtype), the path (n + 1, N, ...) at the grid's times
+(from T down to t_min) or None, and the score evaluations made. :func:`diffsde.sample` and
 :func:`diffsde.exact_output_law` call it the same way (:mod:`diffsde.samplers.loop`).
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import NamedTuple
 
@@ -15,12 +21,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..odeint import ADAPTIVE_SOLVERS, ODEFailure, solve
 from ..schedules import TimeGrid
 from ..sde import ProbabilityFlowODE, ReverseSDE
 from .errors import NonFiniteSampleError
 from .progress import progress_bar
 
-__all__ = ["TORCHSDE_SOLVERS", "ODE_ADAPTIVE", "run_torchsde", "run_ode_adaptive"]
+__all__ = ["TORCHSDE_SOLVERS", "ODE_ADAPTIVE", "ODE_ADAPTIVE_TORCHDIFFEQ", "run_torchsde", "run_ode_adaptive",
+           "run_ode_torchdiffeq"]
 
 
 class TorchsdeSolver(NamedTuple):
@@ -45,7 +53,10 @@ TORCHSDE_SOLVERS = {
     "srk": TorchsdeSolver("ito", 2, "space-time"), "midpoint": TorchsdeSolver("stratonovich", 2),
     "heun": TorchsdeSolver("stratonovich", 2), "reversible_heun": TorchsdeSolver("stratonovich", None),
 }
+#: scipy ``solve_ivp``'s methods for the probability-flow ODE (on the host).
 ODE_ADAPTIVE = ("RK45", "RK23", "DOP853", "Radau", "BDF", "LSODA")
+#: torchdiffeq's adaptive pairs for the probability-flow ODE (on the state's device).
+ODE_ADAPTIVE_TORCHDIFFEQ = tuple(ADAPTIVE_SOLVERS)
 
 
 def check_finite_output(sampler, x: Tensor, grid: TimeGrid, check_finite: bool) -> None:
@@ -200,3 +211,46 @@ def run_ode_adaptive(sampler, score, grid: TimeGrid, x: Tensor, noise, return_pa
     if return_path:
         path = torch.from_numpy(solution.y.T.copy()).reshape((-1,) + tuple(shape)).to(device=device, dtype=dtype)
     return final, path, counter["nfe"]
+
+
+def run_ode_torchdiffeq(sampler, score, grid: TimeGrid, x: Tensor, noise, return_path: bool, progress: bool,
+                        check_finite: bool, check_every: int):
+    """The probability-flow ODE by one of torchdiffeq's adaptive Runge–Kutta pairs
+    (:func:`diffsde.odeint.solve`) in backward time t' = T - t, on x's device and dtype.
+
+    The whole batch is one state but the error is controlled per element (no sample's error hides
+    behind the others'); the state never leaves its device, only the step control's scalars do.
+    With ``return_path`` the states are reported at the grid's times (interpolated by the solver,
+    which does not step on the grid). A non-finite velocity (from the score) makes the solver
+    shrink its step until it gives up: that raises :class:`NonFiniteSampleError` naming the latest
+    forward time where the velocity was non-finite, whatever ``check_finite``; any other failure
+    (the step budget) a RuntimeError."""
+    options = sampler.options
+    ode = ProbabilityFlowODE(score, grid.T)
+    backward_times = _backward_times(grid)
+    end = backward_times[-1]
+    # The earliest backward time of a non-finite velocity, kept on the device (no synchronisation).
+    non_finite_from = torch.full((), math.inf, dtype=torch.float64, device=x.device)
+
+    def velocity(t_prime: float, y: Tensor) -> Tensor:
+        nonlocal non_finite_from
+        # Float32 solver times round T - t_min by an ulp: keep the score's time inside [t_min, T].
+        t_prime = min(max(t_prime, 0.0), end)
+        value = ode.drift(y, t_prime)
+        non_finite_from = torch.where(torch.isfinite(value).all(), non_finite_from, non_finite_from.clamp(max=t_prime))
+        return value
+
+    try:
+        states, nfe = solve(velocity, x, backward_times if return_path else [0.0, end], solver=options["solver"],
+                            rtol=options["rtol"], atol=options["atol"])
+    except ODEFailure as err:
+        if err.non_finite:
+            raise NonFiniteSampleError(
+                f"sampler {sampler.label!r} with options {dict(options)} met a non-finite probability-flow velocity "
+                f"(from the score) at forward time t = {grid.T - float(non_finite_from):.6g}, and torchdiffeq's {err}; "
+                f"check the score there") from err
+        raise RuntimeError(f"ode solver {options['solver']!r} (torchdiffeq) failed: {err}; try looser tolerances than "
+                           f"rtol = {options['rtol']:g}, atol = {options['atol']:g}") from err
+    final = states[-1]
+    check_finite_output(sampler, final, grid, check_finite)
+    return final, (states if return_path else None), nfe

@@ -25,7 +25,9 @@ from typing import Any, Callable, Iterator, Union
 from .._checks import ArgumentTypeError, check_bool
 from .._table import format_table
 from . import steps
-from .external import ODE_ADAPTIVE, TORCHSDE_SOLVERS, run_ode_adaptive, run_torchsde
+from ..odeint import check_tolerances
+from .external import (ODE_ADAPTIVE, ODE_ADAPTIVE_TORCHDIFFEQ, TORCHSDE_SOLVERS, run_ode_adaptive, run_ode_torchdiffeq,
+                       run_torchsde)
 
 __all__ = ["Sampler", "Method", "METHODS", "register", "resolve_method", "featured_methods"]
 
@@ -266,30 +268,40 @@ def _em(**options: Any) -> Sampler:
 
 
 _ODE_STEPS = {"euler": (steps.ode_euler_step, 1.0, 1, False), "heun": (steps.ode_heun_step, 2.0, 2, True)}
+_ODE_SOLVER_FAMILIES = (f"{sorted(_ODE_STEPS)} (fixed step), {list(ODE_ADAPTIVE_TORCHDIFFEQ)} (adaptive, torchdiffeq, "
+                        f"on the device) or {list(ODE_ADAPTIVE)} (adaptive, scipy.integrate.solve_ivp, on the host)")
 
 
 def _ode(**options: Any) -> Sampler:
+    """The probability-flow ODE: Euler or Heun on the grid, or an adaptive solver (torchdiffeq's
+    pairs on x's device with per-element error control, rtol and atol in (0, 1); or scipy's
+    ``solve_ivp`` on the host, rtol and atol > 0) that reports the grid's ends (and times)."""
     opts = _options(options, {"solver": "euler", "rtol": 1e-5, "atol": 1e-5}, "ode")
     solver = opts["solver"]
     if not isinstance(solver, str):
-        raise ArgumentTypeError(f"solver must be a str, one of {sorted(_ODE_STEPS)} or {list(ODE_ADAPTIVE)}, got "
+        raise ArgumentTypeError(f"solver must be a str, one of {_ODE_SOLVER_FAMILIES}, got "
                                 f"{type(solver).__name__} {solver!r}")
     if solver in _ODE_STEPS:
         if "rtol" in options or "atol" in options:
-            raise TypeError(f"rtol/atol apply to the adaptive ODE solvers {list(ODE_ADAPTIVE)}, not to {solver!r}")
+            raise TypeError(f"rtol/atol apply to the adaptive ODE solvers {list(ODE_ADAPTIVE_TORCHDIFFEQ)} and "
+                            f"{list(ODE_ADAPTIVE)}, not to {solver!r}")
         step, order, evals, at_end = _ODE_STEPS[solver]
         # A deterministic path: its pathwise (strong) error is its error, so both orders agree.
         return Sampler("ode", f"ode-{solver}", {"solver": solver}, weak_order=order, strong_order=order,
                        noise_draws=0, score_evals=evals, evaluates_at_end=at_end, step=step,
                        description=f"{solver.capitalize()} on the probability-flow ODE")
+    if solver in ODE_ADAPTIVE_TORCHDIFFEQ:
+        rtol, atol = check_tolerances(opts["rtol"], opts["atol"])
+        return Sampler("ode", f"ode-{solver}", {"solver": solver, "rtol": rtol, "atol": atol}, weak_order=None,
+                       noise_draws=0, score_evals=None, evaluates_at_end=True, affine=False, runner=run_ode_torchdiffeq,
+                       description=f"torchdiffeq {solver} on the probability-flow ODE (adaptive, on the device)")
     if solver in ODE_ADAPTIVE:
         for name in ("rtol", "atol"):
             _positive_number(opts[name], name)
         return Sampler("ode", f"ode-{solver}", opts, weak_order=None, noise_draws=0, score_evals=None,
                        evaluates_at_end=True, affine=False, runner=run_ode_adaptive,
                        description=f"scipy solve_ivp {solver} on the probability-flow ODE (adaptive)")
-    raise ValueError(f"unknown ODE solver {solver!r}; choose from {sorted(_ODE_STEPS)} (fixed step) "
-                     f"or {list(ODE_ADAPTIVE)} (adaptive, scipy.integrate.solve_ivp)")
+    raise ValueError(f"unknown ODE solver {solver!r}; choose from {_ODE_SOLVER_FAMILIES}")
 
 
 # torchsde solver -> (weak order, strong order) on the reverse SDE, whose noise is additive (g = 1).
@@ -379,7 +391,8 @@ register(Method("vp", _vp, "discrete VP ancestral step", featured=("vp",)))
 register(Method("ddpm", _ddpm, "Ho et al. 2020's ancestral step", featured=("ddpm",)))
 register(Method("em", _em, "Euler-Maruyama on the reverse SDE", featured=("em",)))
 register(Method("ode", _ode, "the probability-flow ODE",
-                variants={f"ode-{solver}": {"solver": solver} for solver in (*_ODE_STEPS, *ODE_ADAPTIVE)},
+                variants={f"ode-{solver}": {"solver": solver}
+                          for solver in (*_ODE_STEPS, *ODE_ADAPTIVE, *ODE_ADAPTIVE_TORCHDIFFEQ)},
                 featured=("ode-euler", "ode-heun")))
 register(Method("torchsde", _torchsde, "the reverse SDE handed to torchsde.sdeint",
                 variants={f"torchsde-{solver}": {"solver": solver} for solver in TORCHSDE_SOLVERS},

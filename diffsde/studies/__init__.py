@@ -1,10 +1,12 @@
 """Studies the toolkit exists for: the continuous-time limit, convergence orders, sampler
-comparisons, error budgets and the Gaussian recovery check.
+comparisons, error budgets, likelihoods and the Gaussian recovery check.
 
 * :func:`alpha_bar_limit` (:mod:`.limit`): how fast ᾱ_i -> e^{-t_i} (Song et al. 2021, appendix B).
 * :func:`convergence_study` (:mod:`.convergence`): error against the number of steps, per
   method, with fitted orders and confidence intervals (:mod:`diffsde.orders`).
 * :func:`compare_samplers` (:mod:`.comparison`): error against score evaluations and wall time.
+* :func:`likelihood_study` (:mod:`.likelihood`): the NLL of the same data by the
+  probability-flow ODE (per tolerance), DDPM's bound (per n and variance) and the exact −log p0.
 * :func:`error_budget` (:mod:`.budget`): the final error split into score error,
   discretization, prior mismatch and early stopping, by switching each off in turn.
 * :mod:`.recovery` and :mod:`.allowances`: a learned score of a Gaussian, sampled by every
@@ -34,6 +36,7 @@ from .comparison import compare_samplers
 from .convergence import convergence_study
 from .estimators import MonteCarlo
 from .grids import LINEAR_T, GridSpec, linear_schedule
+from .likelihood import likelihood_study
 from .limit import SCHEDULES, alpha_bar_limit
 from .methods import DEFAULT_METHODS, MethodSpec, resolve_method
 from .results import StudyResult
@@ -49,6 +52,7 @@ __all__ = [
     "convergence_study",
     "compare_samplers",
     "error_budget",
+    "likelihood_study",
     "DEFAULT_METHODS",
     "SCHEDULES",
     "LINEAR_T",
