@@ -32,7 +32,7 @@ from typing import Callable, Union
 import torch
 from torch import Tensor
 
-from ._checks import check_choice, check_data, check_int, check_real
+from ._checks import check_choice, check_data, check_int, check_output, check_real
 from .odeint import ADAPTIVE_SOLVERS, FIXED_SOLVERS, ODE_SOLVERS, ODEFailure, check_tolerances, solve
 from .processes import probability_flow_drift
 from .protocols import Score, declared_dim, is_singular_at_zero
@@ -157,10 +157,20 @@ def velocity_divergence(velocity: Velocity, x: Tensor, probes: Tensor | None = N
     if probes is None:
         n, d = x.shape
         basis = torch.eye(d, dtype=x.dtype, device=x.device).unsqueeze(1).expand(d, n, d)
-        (rows,) = torch.func.vmap(pullback)(basis)  # rows[j, n] = ∂v_j/∂x of sample n
+        (rows,) = torch.func.vmap(pullback, chunk_size=_chunk(d, x))(basis)  # rows[j, n] = ∂v_j/∂x of sample n
         return value, rows.diagonal(dim1=0, dim2=2).sum(-1)
-    (rows,) = torch.func.vmap(pullback)(probes)  # εᵀ J, (k, N, d)
+    (rows,) = torch.func.vmap(pullback, chunk_size=_chunk(probes.shape[0], x))(probes)  # εᵀ J, (k, N, d)
     return value, (rows * probes).sum(-1)
+
+
+_CHUNK_ELEMENTS = 2**22  # pull-backs vectorized together hold at most this many x-sized entries (32 MiB in float64)
+
+
+def _chunk(count: int, x: Tensor) -> int | None:
+    """How many of ``count`` pull-backs to vectorize at once (None: all), so that the vectorized
+    backward pass, whose intermediates are that many times a single one's, stays bounded."""
+    size = max(1, _CHUNK_ELEMENTS // max(1, x.numel()))
+    return None if size >= count else size
 
 
 def log_likelihood(score: Score, x: Tensor, *, T: float | None = None, t_min: float | None = None,
@@ -226,11 +236,17 @@ def log_likelihood(score: Score, x: Tensor, *, T: float | None = None, t_min: fl
     n, d = x.shape
     if divergence == "auto":
         divergence = "exact" if d <= EXACT_DIVERGENCE_MAX_DIM else "hutchinson"
+    if generator is not None and divergence == "hutchinson":
+        if not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+        if generator.device.type != x.device.type:
+            raise ValueError(f"generator is on {generator.device} but x is on {x.device}: the probes are drawn on "
+                             f"x's device, so give a generator there")
     probe_draws = None if divergence == "exact" else _draw_probes(probe, probes, x, generator)
 
     def velocity(t: float, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
         def flow(y: Tensor) -> Tensor:  # forward time: dx/dt = -(½ x + ½ s)
-            return -probability_flow_drift(y, score(y, t))
+            return -probability_flow_drift(y, check_output(score(y, t), y, "score"))
         return velocity_divergence(flow, state[0], probe_draws)
 
     accumulated = torch.zeros((n,) if probe_draws is None else (probes, n), dtype=x.dtype, device=x.device)

@@ -401,3 +401,28 @@ def test_score_sde_procedure_in_its_own_clock_gives_the_same_log_likelihood():
     # entries of its state, so one entry may carry sqrt(48) times its share, accumulated over ~50
     # steps: agreement to 1e-6 (measured 1.6e-7).
     torch.testing.assert_close(ours.log_prob, theirs, rtol=0, atol=1e-6)
+
+
+def test_a_score_of_the_wrong_shape_or_a_generator_elsewhere_is_refused():
+    x = torch.zeros(4, 2, dtype=F64)
+    with pytest.raises(ValueError, match=r"score must return x's shape \(4, 2\), got shape \(4, 1\)"):
+        log_likelihood(lambda y, t: -y[:, :1], x)
+    with pytest.raises(TypeError, match="generator must be a torch.Generator"):
+        log_likelihood(_random_gaussian(2, seed=0), x, divergence="hutchinson", generator=3)
+
+
+def test_chunked_pullbacks_give_the_same_trace(monkeypatch):
+    import diffsde.likelihood as likelihood_module
+
+    score = _random_mixture(6, seed=2)
+    x = _data(score, 40, "cpu")
+
+    def velocity(y):
+        return -0.5 * (y + score(y, 0.2))
+
+    probes = torch.randn(5, 40, 6, generator=torch.Generator().manual_seed(0), dtype=F64)
+    whole = velocity_divergence(velocity, x)[1], velocity_divergence(velocity, x, probes)[1]
+    monkeypatch.setattr(likelihood_module, "_CHUNK_ELEMENTS", 2 * x.numel())  # two pull-backs at a time
+    chunked = velocity_divergence(velocity, x)[1], velocity_divergence(velocity, x, probes)[1]
+    torch.testing.assert_close(chunked[0], whole[0], rtol=1e-14, atol=1e-14)
+    torch.testing.assert_close(chunked[1], whole[1], rtol=1e-14, atol=1e-14)

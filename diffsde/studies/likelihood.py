@@ -75,11 +75,13 @@ def likelihood_study(target, score=None, *, tolerances: Sequence[float] = (1e-3,
             steps below 21, :func:`diffsde.studies.linear_schedule`).
         n_samples: data points, >= 2 (standard errors need two).
         solver: an adaptive solver (:data:`diffsde.odeint.ADAPTIVE_SOLVERS`).
-        divergence, probes, prior, t_min: as :func:`diffsde.log_likelihood` (``prior="exact"``
-            needs a score with a closed-form p_T).
+        divergence: as :func:`diffsde.log_likelihood` ("auto", "exact" or "hutchinson").
+        probes: Hutchinson's probes per sample, >= 1.
+        prior: "normal" or "exact" (a score with a closed-form p_T only).
+        t_min: where the flow starts (default: 0 for an exact score, 1e-5 for a network).
         seed: seed of the data, the VLB's draws and the probes, >= 0.
-        device, dtype: where and in what precision everything runs (float64 by default: the
-            tight tolerances need it).
+        device: where everything runs.
+        dtype: the data's precision (float64 by default: the tight tolerances need it).
 
     Returns:
         StudyResult(kind="likelihood"), one row per estimate with keys ``estimator``
