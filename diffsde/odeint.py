@@ -95,7 +95,9 @@ def solve(velocity: Callable[[float, State], State], state: State, times: Sequen
 
     options = None
     if solver in ADAPTIVE_SOLVERS:
-        options = {"norm": _infinity_norm, "max_num_steps": max_steps, "dtype": torch.float64}
+        # step_t: the last step lands on the end time (otherwise torchdiffeq steps past it, evaluating
+        # the velocity beyond the interval, and interpolates back).
+        options = {"norm": _infinity_norm, "max_num_steps": max_steps, "dtype": torch.float64, "step_t": grid[-1:]}
     try:
         states = odeint(func, state, grid, rtol=rtol, atol=atol, method=solver, options=options)
     except AssertionError as err:  # torchdiffeq asserts: "underflow in dt", "max_num_steps exceeded", finite state

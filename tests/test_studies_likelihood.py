@@ -25,14 +25,14 @@ def test_pf_ode_meets_the_exact_nll_within_its_tolerance(device):
     # |y| <= ~5 for these states, over ~10-20 steps: even if those local errors all added up, the
     # error would stay below 100 tol (it is far smaller: the solver propagates its fifth-order
     # solution, the estimate is the fourth-order one's). At tol = 1e-6 that is 1e-4 nats, which
-    # the N(0, I) prior's mismatch (4.6e-4 nats here) would exceed: prior="exact" leaves only the
-    # ODE's error.
+    # the N(0, I) prior's per-point error (~7e-3 nats here: x_T scored against a mean off by
+    # e^{-T/2} μ) would exceed: prior="exact" leaves only the ODE's error.
     result = likelihood_study(ANISOTROPIC, tolerances=(1e-4, 1e-6), prior="exact", device=device, **SMALL)
     loose, tight = rows_of(result, "pf-ode")
     for row in (loose, tight):
         assert abs(row["error"]) <= row["mean_abs_error"] <= 100 * row["tol"]
         assert row["probe_se"] == 0.0  # d = 2: the exact trace
-        assert row["prior_mismatch"] > 0  # what N(0, I) would have cost, reported beside
+        assert row["prior_mismatch"] is not None  # what N(0, I) would have cost, reported beside
     assert tight["mean_abs_error"] < loose["mean_abs_error"] and tight["nfe"] > loose["nfe"]
 
 
@@ -52,7 +52,7 @@ def test_the_vlb_bounds_the_exact_nll_from_above():
     # E[VLB] >= E[-log p_chain(x0)] >= E[-log p0(x0)] (Jensen, then Gibbs' inequality), so the
     # estimated gap (VLB - exact -log p0, the same x0, one draw of x_i per step) can fall below 0
     # only by noise: error >= -4 error_se (probability < 4e-5 per row for a normal mean).
-    result = likelihood_study(toys.ring(), tolerances=(1e-3,), ns=(10, 40), n_samples=400)
+    result = likelihood_study(toys.ring(), tolerances=(1e-2,), ns=(10, 40), n_samples=400)
     for row in rows_of(result, "vlb"):
         assert row["error"] >= -4 * row["error_se"]
         assert row["mean_abs_error"] is None and row["prior_mismatch"] is None
@@ -73,6 +73,11 @@ def test_rows_hold_what_the_library_returns_for_the_same_data():
     assert result.rows[0]["bits_per_dim"] == pytest.approx(float(exact.mean()) / (2 * math.log(2)), rel=1e-12)
     pf_ode = log_likelihood(ANISOTROPIC, x0, rtol=1e-4, atol=1e-4)
     assert result.rows[2]["nats"] == pytest.approx(pf_ode.nats, rel=1e-12) and result.rows[2]["nfe"] == pf_ode.nfe
+    # The same flow scored under the exact p_T: the N(0, I) row's error is that one's minus the
+    # reported mismatch, log N(x_T; 0, I) - log p_T(x_T), exactly.
+    exact_prior = log_likelihood(ANISOTROPIC, x0, rtol=1e-4, atol=1e-4, prior="exact")
+    assert result.rows[2]["error"] == pytest.approx(float((-exact_prior.log_prob - exact).mean())
+                                                    - result.rows[2]["prior_mismatch"], abs=1e-12)
     terms = vlb(EpsilonFromScore(ANISOTROPIC), x0, linear_schedule(60), variance="beta_tilde",
                 generator=torch.Generator().manual_seed(4))
     row = result.rows[-1]
@@ -111,7 +116,7 @@ def test_a_network_score_is_measured_by_its_own_flow():
 
 def test_a_toy_without_an_exact_score_has_no_exact_row():
     # moons can only be sampled; its data measured under the ring's exact score (any 2-D score).
-    result = likelihood_study(toys.moons(), toys.ring().exact_score, tolerances=(1e-3,), ns=(30,), n_samples=20)
+    result = likelihood_study(toys.moons(), toys.ring().exact_score, tolerances=(1e-2,), ns=(30,), n_samples=20)
     assert [row["estimator"] for row in result.rows] == ["pf-ode", "vlb", "vlb"]
     assert all(row["error"] is None and row["error_se"] is None for row in result.rows)
     assert result.meta["exact_nats"] is None

@@ -221,8 +221,7 @@ def run_ode_torchdiffeq(sampler, score, grid: TimeGrid, x: Tensor, noise, return
     The whole batch is one state but the error is controlled per element (no sample's error hides
     behind the others'); the state never leaves its device, only the step control's scalars do.
     With ``return_path`` the states are reported at the grid's times (interpolated by the solver,
-    which does not step on the grid). torchdiffeq's last step passes the last time and is
-    interpolated back; past it the score is asked at t_min (its time is kept in [t_min, T]).
+    which does not step on the grid); the last step lands on the end time.
 
     A non-finite velocity (from the score) makes the solver shrink its step until it gives up: that
     raises :class:`NonFiniteSampleError` naming the latest forward time where the velocity was
@@ -236,8 +235,7 @@ def run_ode_torchdiffeq(sampler, score, grid: TimeGrid, x: Tensor, noise, return
 
     def velocity(t_prime: float, y: Tensor) -> Tensor:
         nonlocal non_finite_from
-        # torchdiffeq's last step passes T - t_min (measured: to forward time -2), and float32 times
-        # round it by an ulp: the score's time stays inside [t_min, T].
+        # float32 times may round the end by an ulp: the score's time stays inside [t_min, T].
         t_prime = min(max(t_prime, 0.0), end)
         value = ode.drift(y, t_prime)
         non_finite_from = torch.where(torch.isfinite(value).all(), non_finite_from, non_finite_from.clamp(max=t_prime))

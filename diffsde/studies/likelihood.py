@@ -137,8 +137,8 @@ def likelihood_study(target, score=None, *, tolerances: Sequence[float] = (1e-3,
         rows.append(_row("exact", "-log p0 (closed form)", reference, reference, 0, _clock(device) - started, dim))
     # Untimed warm-up on two points: the first call pays one-time costs (imports, torch.func's
     # set-up) that would otherwise land in the first row's wall time.
-    log_likelihood(score, x0[:2], t_min=t_min, prior=prior, divergence=divergence, probes=probes, solver=solver,
-                   rtol=max(tolerances), atol=max(tolerances))
+    log_likelihood(score, x0[:2], t_min=t_min, prior=prior, divergence=divergence, probes=probes,
+                   generator=_generator(device, seed + 2), solver=solver, rtol=max(tolerances), atol=max(tolerances))
     likelihood = None
     for tol in tolerances:
         started = _clock(device)
