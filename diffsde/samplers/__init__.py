@@ -8,11 +8,11 @@
 * :mod:`.ends`: the Tweedie start and the final denoising step;
 * :mod:`.ddim`, :mod:`.dpm_solver`, :mod:`.unipc`, :mod:`.dpm_solver_sde`, :mod:`.edm`: the
   samplers stepping in σ_VE or log-SNR (:mod:`diffsde.coordinates`);
-* :mod:`.external`: the torchsde and scipy runners;
+* :mod:`.external`: the torchsde, torchdiffeq and scipy runners;
 * :mod:`.noise`: where noise comes from (a generator, or probes for the exact law).
 
 Methods (``METHODS``; ``print(diffsde.METHODS)`` lists every variant with its declared orders):
-``vp``, ``ddpm``, ``em``, ``ode`` (euler, heun, adaptive scipy solvers), ``torchsde`` (its
+``vp``, ``ddpm``, ``em``, ``ode`` (euler, heun, adaptive torchdiffeq and scipy solvers), ``torchsde`` (its
 solvers by name), ``pc`` (a predictor and Langevin corrector steps), ``ddim``, ``dpm-solver``,
 ``unipc``, ``dpm-solver-sde``, ``edm``.
 """
