@@ -450,7 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  "with, read from the checkpoint's run (a different --toy is refused)")
     sample_cmd.add_argument("--exact", action="store_true", help="use the toy's exact score")
     sample_cmd.add_argument("--method", type=arg.method, default="ddpm",
-                            help="vp, ddpm (default), em, pc, ode-euler, ode-heun, ode-RK45, torchsde-euler, ddim, "
+                            help="vp, ddpm (default), em, pc, ode-euler, ode-heun, ode-dopri5, ode-RK45, torchsde-euler, ddim, "
                                  "dpm-solver, unipc, dpm-solver-sde, edm, ... (print(diffsde.METHODS) lists all)")
     sample_cmd.add_argument("--schedule", choices=sorted(SCHEDULES), default="linear",
                             help="β schedule (default linear)")

@@ -197,7 +197,8 @@ def log_likelihood(score: Score, x: Tensor, *, T: float | None = None, t_min: fl
         generator: the source of the probes (on x's device).
         solver: a torchdiffeq method: adaptive (:data:`diffsde.odeint.ADAPTIVE_SOLVERS`, default
             "dopri5") between t_min and T, or fixed-step (:data:`diffsde.odeint.FIXED_SOLVERS`) on ``grid``.
-        rtol, atol: the adaptive solver's per-element tolerances, in (0, 1).
+        rtol: the adaptive solver's relative tolerance per element, in (0, 1).
+        atol: its absolute tolerance per element, in (0, 1).
         grid: the times of a fixed-step solver (a :class:`TimeGrid`, descending from T to t_min; T and
             t_min are then its own, so leave them None).
         t_min_correction: "exact" adds the closed-form ``log p_0(x) - log p_{t_min}(x)`` (scores with

@@ -66,7 +66,8 @@ def solve(velocity: Callable[[float, State], State], state: State, times: Sequen
         times: at least two distinct times, monotone. An adaptive solver reports the state at
             each; a fixed-step solver steps from each time to the next.
         solver: a name of :data:`ODE_SOLVERS`.
-        rtol, atol: the adaptive solvers' per-element tolerances (ignored by the fixed ones).
+        rtol: the adaptive solvers' relative tolerance per element (ignored by the fixed ones).
+        atol: their absolute tolerance per element.
         max_steps: the adaptive solvers' step budget.
     Returns:
         (states at every time, stacked along a new first axis (a tuple of them for a tuple

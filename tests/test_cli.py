@@ -318,7 +318,7 @@ def test_limit_writes_its_table_when_asked(tmp_path, capsys):
     assert saved == {"rows": rows, "orders": orders}
 
 
-@pytest.mark.parametrize("command", ["demo", "train", "sample", "compare", "converge", "limit"])
+@pytest.mark.parametrize("command", ["demo", "train", "sample", "compare", "converge", "nll", "limit"])
 def test_every_command_has_help_with_the_common_options(command, capsys):
     status, out, _ = run([command, "--help"], capsys)
     assert status == 0

@@ -32,6 +32,7 @@ OUTPUTS = {
     "train_eps.py": ["train_score_error.md", "train_samples.md", "train.png"],
     "with_torchsde.py": ["torchsde_gaussian.md", "torchsde_paths.png"],
     "frontier.py": ["frontier_ends.md"],
+    "likelihood.py": ["likelihood_tolerance.md", "likelihood_choices.md", "likelihood_study.md", "likelihood_study.png"],
 }
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
