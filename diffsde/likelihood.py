@@ -11,7 +11,8 @@ continuity equation gives ``d/dt log p_t(x(t)) = -∇·v(x(t), t)``, so for the 
 Runge–Kutta pair on the data's device (:mod:`diffsde.odeint`), then adds the prior's log-density
 at x_T (N(0, I), or the exact p_T of a score with a closed form) and, where the score has one,
 the exact ``log p_0(x) - log p_{t_min}(x)``. The divergence is the Jacobian's trace, computed
-exactly by ``torch.func`` (one forward pass and d vectorized backward passes, no Python loop), or
+exactly by ``torch.func`` (one forward pass and d vectorized backward passes, no Python loop) or
+in closed form by a score that offers ``score_and_divergence`` (the exact mixture scores), or
 estimated by Hutchinson's (1989) / Skilling's (1989) trace estimator ``E[εᵀ J ε]`` with Rademacher
 or Gaussian probes held fixed along the trajectory (as in FFJORD, Grathwohl et al. 2019), whose
 standard error over the probes is returned.
@@ -190,7 +191,9 @@ def log_likelihood(score: Score, x: Tensor, *, T: float | None = None, t_min: fl
             one that declares ``singular_at_zero``.
         prior: "normal" (N(0, I), as sampling starts) or "exact" (the score's closed-form p_T:
             then the only errors are the ODE's and, without a correction, t_min's).
-        divergence: "exact", "hutchinson", or "auto": exact for d <= :data:`EXACT_DIVERGENCE_MAX_DIM`.
+        divergence: "exact", "hutchinson", or "auto": exact for d <= :data:`EXACT_DIVERGENCE_MAX_DIM`
+            or for a score that offers ``score_and_divergence(x, t)`` (the trace in closed form, e.g.
+            :class:`~diffsde.scores.GaussianMixtureScore`, which the exact divergence then uses).
         probes: Hutchinson's probes per sample, k >= 1 (each its own trajectory integral, one shared
             trajectory; k >= 2 gives a standard error). Unused by the exact divergence.
         probe: "rademacher" (±1, the smaller variance) or "gaussian".
@@ -235,8 +238,9 @@ def log_likelihood(score: Score, x: Tensor, *, T: float | None = None, t_min: fl
                          f"{type(score).__name__} has none: use 'none'")
     times, T, t_min = _times(score, solver, grid, T, t_min)
     n, d = x.shape
+    score_and_divergence = _closed_form_divergence(score)
     if divergence == "auto":
-        divergence = "exact" if d <= EXACT_DIVERGENCE_MAX_DIM else "hutchinson"
+        divergence = "exact" if d <= EXACT_DIVERGENCE_MAX_DIM or score_and_divergence else "hutchinson"
     if generator is not None and divergence == "hutchinson":
         if not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
@@ -246,6 +250,11 @@ def log_likelihood(score: Score, x: Tensor, *, T: float | None = None, t_min: fl
     probe_draws = None if divergence == "exact" else _draw_probes(probe, probes, x, generator)
 
     def velocity(t: float, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        if probe_draws is None and score_and_divergence is not None:
+            # v = -(½ x + ½ s) in forward time, so ∇·v = -d/2 - ½ Δ log p_t, both in closed form.
+            score_value, laplacian = score_and_divergence(state[0], t)
+            return -probability_flow_drift(state[0], score_value), -0.5 * (d + laplacian)
+
         def flow(y: Tensor) -> Tensor:  # forward time: dx/dt = -(½ x + ½ s)
             return -probability_flow_drift(y, check_output(score(y, t), y, "score"))
         return velocity_divergence(flow, state[0], probe_draws)
@@ -282,6 +291,13 @@ def log_likelihood(score: Score, x: Tensor, *, T: float | None = None, t_min: fl
                       prior_mismatch=None if exact_prior is None else gaussian - exact_prior, x_T=x_T, nfe=nfe, dim=d,
                       T=T, t_min=t_min, prior=prior, divergence=divergence,
                       probes=0 if probe_draws is None else probes, solver=solver, rtol=rtol, atol=atol)
+
+
+def _closed_form_divergence(score) -> Callable[[Tensor, float], tuple[Tensor, Tensor]] | None:
+    """The score's ``score_and_divergence(x, t)`` (the score and tr ∇s in closed form, as
+    :class:`~diffsde.scores.GaussianMixtureScore` offers), or None."""
+    method = getattr(score, "score_and_divergence", None)
+    return method if callable(method) else None
 
 
 def _closed_form(score) -> object | None:

@@ -101,6 +101,10 @@ class ExactScore(Score, Protocol):
         """Mean (d,) and covariance (d, d) of p_t, float64."""
         ...
 
+    # Optional: ``score_and_divergence(x, t) -> (s (..., d), tr ∇s (...))``, the score and its
+    # divergence in closed form (GaussianMixtureScore has it); diffsde.log_likelihood uses it for
+    # the exact divergence instead of d backward passes.
+
 
 @runtime_checkable
 class Predictor(Protocol):

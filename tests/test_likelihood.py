@@ -39,13 +39,28 @@ def _data(score, n: int, device, dtype=F64, seed: int = 7) -> torch.Tensor:
 
 # -- exact divergence, exact prior: only the ODE's error is left --------------------------------
 
+class _WithoutClosedFormTrace:
+    """An exact score seen without its ``score_and_divergence``: the trace then comes from torch.func."""
+
+    def __init__(self, exact):
+        self.exact, self.dim = exact, exact.dim
+
+    def __call__(self, x, t):
+        return self.exact(x, t)
+
+    def log_prob(self, x, t=0.0):
+        return self.exact.log_prob(x, t)
+
+
+@pytest.mark.parametrize("trace", ["closed-form", "torch.func"])
 @pytest.mark.parametrize("kind", ["gaussian", "mixture"])
 @pytest.mark.parametrize("d", [1, 2, 8])
-def test_exact_log_likelihood_within_a_ten_thousandth_nat_at_tolerance_one_millionth(kind, d, device):
-    score = (_random_gaussian if kind == "gaussian" else _random_mixture)(d, seed=d)
-    x = _data(score, 64, device)
+def test_exact_log_likelihood_within_a_ten_thousandth_nat_at_tolerance_one_millionth(kind, d, trace, device):
+    exact_score = (_random_gaussian if kind == "gaussian" else _random_mixture)(d, seed=d)
+    score = exact_score if trace == "closed-form" else _WithoutClosedFormTrace(exact_score)
+    x = _data(exact_score, 64, device)
     result = log_likelihood(score, x, prior="exact", divergence="exact", rtol=1e-6, atol=1e-6)
-    exact = score.log_prob(x, 0.0)
+    exact = exact_score.log_prob(x, 0.0)
     # With the exact p_T and t_min = 0 the only error is the integrator's. dopri5 keeps each step's
     # estimated local error <= atol + rtol |y| per element and advances the fifth-order solution
     # (local extrapolation), whose true error is far below that estimate; over the ~20 accepted
@@ -225,12 +240,17 @@ def test_probes_are_reproducible_from_the_generator_and_one_probe_has_no_standar
     assert single.log_prob_se is None and math.isnan(single.probe_standard_error)
 
 
-def test_auto_divergence_is_exact_up_to_32_dimensions():
-    small = log_likelihood(_random_gaussian(32, seed=0), _data(_random_gaussian(32, seed=0), 4, "cpu"), T=1.0)
-    assert small.divergence == "exact" and small.probes == 0
-    big_score = GaussianScore(torch.zeros(33, dtype=F64), torch.eye(33, dtype=F64))
-    big = log_likelihood(big_score, torch.zeros(4, 33, dtype=F64), T=1.0, generator=torch.Generator().manual_seed(0))
-    assert big.divergence == "hutchinson" and big.probes == 4
+def test_auto_divergence_is_exact_up_to_32_dimensions_or_with_a_closed_form_trace():
+    small = _WithoutClosedFormTrace(_random_gaussian(32, seed=0))
+    result = log_likelihood(small, _data(small.exact, 4, "cpu"), T=1.0)
+    assert result.divergence == "exact" and result.probes == 0
+    big = _WithoutClosedFormTrace(GaussianScore(torch.zeros(33, dtype=F64), torch.eye(33, dtype=F64)))
+    result = log_likelihood(big, torch.zeros(4, 33, dtype=F64), T=1.0, generator=torch.Generator().manual_seed(0))
+    assert result.divergence == "hutchinson" and result.probes == 4
+    result = log_likelihood(big.exact, torch.zeros(4, 33, dtype=F64), T=1.0)
+    assert result.divergence == "exact"
+    # N(0, I) data: the flow stands still, log p0 is the normal density in closed form.
+    torch.testing.assert_close(result.log_prob, torch.full((4,), -16.5 * math.log(2 * math.pi), dtype=F64))
 
 
 # -- units, dtypes, networks -----------------------------------------------------------------
