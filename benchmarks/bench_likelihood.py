@@ -23,12 +23,13 @@ Three parts (``--parts``), each printing a table; all go to one JSON file:
   (Hutchinson 1989); ``se_formula`` is that, averaged over the components. A sweep over the
   eigenvalue range shows how the SE grows as the covariances move away from I.
 * ``loop`` -- ``diffsde.likelihood.velocity_divergence`` (one ``torch.func.vjp``, d pullbacks
-  under ``vmap``) against d ``torch.autograd.grad`` calls in a Python loop, for the velocity
+  under ``vmap``, in cache-sized chunks on a CPU) and, for the mixture, its closed form
+  (``GaussianMixtureScore.score_and_divergence``, what ``log_likelihood`` uses for an exact
+  score) against d ``torch.autograd.grad`` calls in a Python loop, for the velocity
   ``v(x) = -½ (x + s(x, t))`` of the mixture score (d = 2 ... 64) and of an ``EpsilonMLP``
-  network (d = 64, output layer re-initialised so its Jacobian is not 0), N = 256, float64.
-  Both traces must agree to 1e-10 (relative). Also ``vmap(chunk_size=8)`` (the same pullbacks,
-  8 at a time), to show where the time goes. Times interleaved round-robin; speed-up = median
-  of per-round ratios.
+  network (d = 64, output layer re-initialised so its Jacobian is not 0), N = 16, 256 and 2048,
+  float64. The traces must agree to 1e-10 (relative). Times interleaved round-robin; speed-up =
+  median of per-round ratios.
 
     python benchmarks/bench_likelihood.py --quick        # CI scale, < 1 min
     python benchmarks/bench_likelihood.py                # all three parts, ~5-10 min on 2 cores
@@ -265,15 +266,6 @@ def loop_divergence(velocity, x):
     return trace
 
 
-def chunked_divergence(velocity, x, chunk_size: int):
-    """``velocity_divergence``'s exact trace with ``vmap(chunk_size=...)``: the pullbacks a chunk at a time."""
-    value, pullback = torch.func.vjp(velocity, x)
-    n, d = x.shape
-    basis = torch.eye(d, dtype=x.dtype, device=x.device).unsqueeze(1).expand(d, n, d)
-    (rows,) = torch.func.vmap(pullback, chunk_size=chunk_size)(basis)
-    return rows.diagonal(dim1=0, dim2=2).sum(-1)
-
-
 def loop_case(label: str, score, dim: int, n: int, args, device) -> dict:
     x = torch.randn(n, dim, generator=torch.Generator(device=device).manual_seed(args.seed + dim), device=device,
                     dtype=torch.float64)
@@ -281,42 +273,48 @@ def loop_case(label: str, score, dim: int, n: int, args, device) -> dict:
     def velocity(y):
         return -0.5 * (y + score(y, LOOP_TIME))
 
+    closed_form = getattr(score, "score_and_divergence", None)
+
+    def closed_form_divergence():  # the same trace from the score's own formula: ∇·v = -d/2 - ½ Δ log p
+        return -0.5 * (dim + closed_form(x, LOOP_TIME)[1])
+
     with torch.no_grad():
         vectorized = velocity_divergence(velocity, x)[1]
-        chunked = chunked_divergence(velocity, x, 8)
-    looped = loop_divergence(velocity, x)
+        references = [loop_divergence(velocity, x)] + ([closed_form_divergence()] if closed_form else [])
     scale = float(vectorized.abs().max())
-    difference = max(float((vectorized - looped).abs().max()), float((chunked - looped).abs().max())) / scale
+    difference = max(float((vectorized - reference).abs().max()) for reference in references) / scale
     if difference > RELATIVE_TRACE_TOLERANCE:
         raise AssertionError(f"{label} d={dim}: traces differ by {difference:.3g} (relative), "
                              f"more than {RELATIVE_TRACE_TOLERANCE:g}")
+    candidates = {"vmap": lambda: velocity_divergence(velocity, x), "loop": lambda: loop_divergence(velocity, x)}
+    if closed_form:
+        candidates["closed_form"] = closed_form_divergence
     with torch.no_grad():
-        times = harness.interleaved({"vmap": lambda: velocity_divergence(velocity, x),
-                                     "loop": lambda: loop_divergence(velocity, x),
-                                     "vmap_chunk8": lambda: chunked_divergence(velocity, x, 8)},
-                                    args.repeats_loop, device)
-    return {"score": label, "dim": dim, "n": n, "vmap_s": harness.median(times["vmap"]),
-            "loop_s": harness.median(times["loop"]), "vmap_chunk8_s": harness.median(times["vmap_chunk8"]),
-            "speedup": harness.paired_ratio(times["loop"], times["vmap"]),
-            "speedup_chunk8": harness.paired_ratio(times["loop"], times["vmap_chunk8"]),
-            "max_rel_diff": difference}
+        times = harness.interleaved(candidates, args.repeats_loop, device)
+    row = {"score": label, "dim": dim, "n": n, "loop_s": harness.median(times["loop"]),
+           "vmap_s": harness.median(times["vmap"]), "vmap_speedup": harness.paired_ratio(times["loop"], times["vmap"]),
+           "closed_form_s": None, "closed_form_speedup": None, "max_rel_diff": difference}
+    if closed_form:
+        row.update(closed_form_s=harness.median(times["closed_form"]),
+                   closed_form_speedup=harness.paired_ratio(times["loop"], times["closed_form"]))
+    return row
 
 
 def run_loop(args, device) -> dict:
     rows = []
-    for dim in args.loop_dims:
-        print(f"# loop: mixture d={dim}", file=sys.stderr, flush=True)
-        rows.append(loop_case("mixture", make_mixture(dim, seed=args.seed), dim, args.loop_n, args, device))
     torch.manual_seed(args.seed)
     model = EpsilonMLP(args.mlp_dim).double().to(device)
     torch.nn.init.normal_(model.output.weight, std=0.1)  # a fresh model's output layer is 0: so would its Jacobian be
-    print(f"# loop: EpsilonMLP d={args.mlp_dim}", file=sys.stderr, flush=True)
-    rows.append(loop_case("EpsilonMLP(hidden=128, depth=3)", EpsilonScore(model), args.mlp_dim, args.loop_n, args,
-                          device))
-    print(f"\nexact divergence: torch.func (vjp + vmap over d) against a Python loop of d autograd.grad calls, "
-          f"N = {args.loop_n}, float64, t = {LOOP_TIME}; speed-up = loop / vmap (median of {args.repeats_loop} "
-          f"interleaved rounds)\n")
-    print(format_table(rows, list(rows[0])))
+    for n in args.loop_n:
+        for dim in args.loop_dims:
+            print(f"# loop: mixture d={dim}, N={n}", file=sys.stderr, flush=True)
+            rows.append(loop_case("mixture", make_mixture(dim, seed=args.seed), dim, n, args, device))
+        print(f"# loop: EpsilonMLP d={args.mlp_dim}, N={n}", file=sys.stderr, flush=True)
+        rows.append(loop_case("EpsilonMLP(hidden=128, depth=3)", EpsilonScore(model), args.mlp_dim, n, args, device))
+    print(f"\nexact divergence: torch.func (vjp + vmap over d, diffsde.likelihood.velocity_divergence) and the "
+          f"mixture's closed form (score_and_divergence) against a Python loop of d autograd.grad calls, float64, "
+          f"t = {LOOP_TIME}; speed-up = loop / candidate (median of {args.repeats_loop} interleaved rounds)\n")
+    print(format_table(display(rows), list(rows[0])))
     return {"t": LOOP_TIME, "repeats": args.repeats_loop, "rows": rows}
 
 
@@ -350,7 +348,7 @@ def parse_args(argv=None):
     args.probes = [1, 4] if quick else [1, 2, 4, 8]
     args.spread = [0.1] if quick else [0.5, 0.1, 0.01]
     args.loop_dims = [2, 8] if quick else [2, 8, 32, 64]
-    args.loop_n = 64 if quick else 256
+    args.loop_n = [64] if quick else [16, 256, 2048]
     args.mlp_dim = 8 if quick else 64
     args.repeats_loop = 2 if quick else 5
     if args.repeats < 1:

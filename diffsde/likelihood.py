@@ -164,13 +164,18 @@ def velocity_divergence(velocity: Velocity, x: Tensor, probes: Tensor | None = N
     return value, (rows * probes).sum(-1)
 
 
-_CHUNK_ELEMENTS = 2**22  # pull-backs vectorized together hold at most this many x-sized entries (32 MiB in float64)
+# Pull-backs vectorized together hold at most this many x-sized entries: on a CPU, 2 MiB of float64
+# (a cache-sized working set: at N = 256, d = 64 the exact mixture's vectorized trace ran 2.9x faster
+# in chunks of 4 than all 64 at once); elsewhere 128 MiB (a GPU wants wide batches).
+_CHUNK_ELEMENTS = {"cpu": 2**18}
+_CHUNK_ELEMENTS_ELSEWHERE = 2**24
 
 
 def _chunk(count: int, x: Tensor) -> int | None:
     """How many of ``count`` pull-backs to vectorize at once (None: all), so that the vectorized
     backward pass, whose intermediates are that many times a single one's, stays bounded."""
-    size = max(1, _CHUNK_ELEMENTS // max(1, x.numel()))
+    bound = _CHUNK_ELEMENTS.get(x.device.type, _CHUNK_ELEMENTS_ELSEWHERE)
+    size = max(1, bound // max(1, x.numel()))
     return None if size >= count else size
 
 

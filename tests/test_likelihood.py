@@ -442,7 +442,7 @@ def test_chunked_pullbacks_give_the_same_trace(monkeypatch):
 
     probes = torch.randn(5, 40, 6, generator=torch.Generator().manual_seed(0), dtype=F64)
     whole = velocity_divergence(velocity, x)[1], velocity_divergence(velocity, x, probes)[1]
-    monkeypatch.setattr(likelihood_module, "_CHUNK_ELEMENTS", 2 * x.numel())  # two pull-backs at a time
+    monkeypatch.setattr(likelihood_module, "_CHUNK_ELEMENTS", {"cpu": 2 * x.numel()})  # two pull-backs at a time
     chunked = velocity_divergence(velocity, x)[1], velocity_divergence(velocity, x, probes)[1]
     torch.testing.assert_close(chunked[0], whole[0], rtol=1e-14, atol=1e-14)
     torch.testing.assert_close(chunked[1], whole[1], rtol=1e-14, atol=1e-14)
