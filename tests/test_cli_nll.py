@@ -3,23 +3,19 @@
 
 import pytest
 
-from diffsde import cli, toys
+from diffsde import toys
 from diffsde.studies import StudyResult, likelihood_study
 from diffsde.studies.likelihood import TABLE_COLUMNS, likelihood_reading
+from test_cli import assert_one_line_error as one_line_error
+from test_cli import run
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TINY = ["--tolerances", "1e-3", "1e-4", "--ns", "10", "30", "--n-samples", "40", "--no-progress"]
 
 
-def run(argv, capsys) -> tuple[int, str, str]:
-    status = cli.main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
-
-
 def assert_one_line_error(status: int, err: str) -> None:
-    assert status == 2
-    assert err.count("\n") == 1 and err.startswith("diffsde nll: error:") and "Traceback" not in err
+    one_line_error(status, err)
+    assert err.startswith("diffsde nll: error:")
 
 
 def without_times(rows):
