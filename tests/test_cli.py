@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffsde import __version__, cli, demo, toys
+from diffsde import __version__, cli, commands, demo, toys
 from diffsde._output import MANIFEST
 from diffsde.studies import StudyResult, alpha_bar_limit, convergence_study
 from diffsde.training import load_checkpoint
@@ -152,7 +152,7 @@ def test_an_interrupted_command_leaves_no_folder(tmp_path, capsys, monkeypatch):
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli.plots, "training_loss", interrupt)  # after training, while writing figures
+    monkeypatch.setattr(commands.plots, "training_loss", interrupt)  # after training, while writing figures
     status, out, err = run(["train", "--out", tmp_path / "t", *SMALL_TRAIN], capsys)
     assert status == 130
     assert err == "diffsde train: interrupted\n"
@@ -279,8 +279,8 @@ def test_compare_with_a_checkpoint_and_with_the_exact_score(tmp_path, capsys):
 
 def test_compare_plots_the_standard_errors_it_writes(tmp_path, capsys, monkeypatch):
     drawn = {}
-    real = cli.plots.error_vs_nfe
-    monkeypatch.setattr(cli.plots, "error_vs_nfe", lambda *a, **k: drawn.update(k) or real(*a, **k))
+    real = commands.plots.error_vs_nfe
+    monkeypatch.setattr(commands.plots, "error_vs_nfe", lambda *a, **k: drawn.update(k) or real(*a, **k))
     status, out, _ = run(["compare", "--methods", "ddpm", "--ns", 21, 30, "--n-samples", 64, "--repeats", 2,
                           "--no-progress", "--out", tmp_path / "c"], capsys)
     assert status == 0
@@ -307,7 +307,7 @@ def test_limit_prints_the_alpha_bar_table(capsys):
     status, out, _ = run(["limit", "--n", 100, 1000], capsys)
     assert status == 0
     rows, orders = alpha_bar_limit(["linear"], [100, 1000])
-    assert cli.format_table(rows, ["schedule", "n", "T", "max_error", "n_times_error", "max_error_exact_times"]) in out
+    assert commands.format_table(rows, ["schedule", "n", "T", "max_error", "n_times_error", "max_error_exact_times"]) in out
     assert f"fitted order (linear): {orders['linear']:.3f}" in out
 
 
@@ -395,7 +395,7 @@ def test_cuda_is_refused_clearly_when_absent(capsys):
 def test_impossible_sizes_are_refused_before_allocating(argv, size, tmp_path, capsys, monkeypatch):
     # Issue 11, item 7: these reached the CLI as ~30-line allocator tracebacks (or the OOM killer).
     for name in ("sample", "train_network", "compare_samplers", "alpha_bar_limit"):
-        monkeypatch.setattr(cli, name, lambda *a, **k: pytest.fail("allocated although the size cannot fit"))
+        monkeypatch.setattr(commands, name, lambda *a, **k: pytest.fail("allocated although the size cannot fit"))
     status, _, err = run([*argv, "--out", tmp_path / "out"], capsys)
     assert_one_line_error(status, err)
     assert size in err and "more than" in err
@@ -407,7 +407,7 @@ def test_an_allocation_failure_is_one_line_naming_the_size(tmp_path, capsys, mon
         raise RuntimeError("[enforce fail at alloc_cpu.cpp:114] data. DefaultCPUAllocator: can't allocate memory: "
                            "you tried to allocate 12800000000 bytes. Error code 12 (Cannot allocate memory)")
 
-    monkeypatch.setattr(cli, "sample", fail)
+    monkeypatch.setattr(commands, "sample", fail)
     status, _, err = run(["sample", "--toy", "ring", "--exact", "--out", tmp_path / "s"], capsys)
     assert_one_line_error(status, err)
     assert "out of memory" in err and "12.8 GB" in err

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 import diffsde
-from diffsde import cli
+from diffsde import cli, commands
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -57,7 +57,7 @@ def test_a_stop_signal_cleans_up_and_exits_with_its_status(signum, status, tmp_p
         os.kill(os.getpid(), signum)
         pytest.fail("the signal did not stop the command")
 
-    monkeypatch.setattr(cli.plots, "alpha_bar_vs_exp", killed_while_writing)
+    monkeypatch.setattr(commands.plots, "alpha_bar_vs_exp", killed_while_writing)
     assert cli.main(["limit", "--n", "100", "1000", "--out", str(tmp_path / "out")]) == status
     err = capsys.readouterr().err
     name = signal.Signals(signum).name
