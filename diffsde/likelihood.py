@@ -272,8 +272,9 @@ def log_likelihood(score: Score, x: Tensor, *, T: float | None = None, t_min: fl
         except ODEFailure as failure:
             if failure.non_finite:
                 raise NonFiniteSampleError(f"log_likelihood: the probability-flow velocity or its divergence "
-                                           f"(from the score) became NaN or infinite between t = {t_min:g} and "
-                                           f"T = {T:g}, and {failure}; check the score") from failure
+                                           f"(from the score) became NaN or infinite at t = "
+                                           f"{failure.non_finite_at:.6g} (between t_min = {t_min:g} and T = {T:g}), "
+                                           f"and {failure}; check the score") from failure
             raise RuntimeError(f"log_likelihood: {failure}; loosen rtol/atol or raise max_steps") from failure
         x_T, delta = states[0][-1], states[1][-1]
         gaussian = -0.5 * (x_T * x_T).sum(-1) - 0.5 * d * math.log(2 * math.pi)

@@ -15,6 +15,7 @@ tolerance).
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Sequence, Union
 
 import torch
@@ -37,11 +38,13 @@ ODE_SOLVERS = {**ADAPTIVE_SOLVERS, **FIXED_SOLVERS}
 
 class ODEFailure(RuntimeError):
     """The integrator gave up (its step underflowed or it exceeded its step budget); ``non_finite``
-    says whether the velocity was NaN or infinite somewhere along the way."""
+    says whether the velocity was NaN or infinite somewhere along the way, and ``non_finite_at`` the
+    first such time in the direction of integration (None when it never was)."""
 
-    def __init__(self, message: str, non_finite: bool):
+    def __init__(self, message: str, non_finite: bool, non_finite_at: float | None = None):
         super().__init__(message)
         self.non_finite = non_finite
+        self.non_finite_at = non_finite_at
 
 
 def check_tolerances(rtol: float, atol: float) -> tuple[float, float]:
@@ -83,15 +86,19 @@ def solve(velocity: Callable[[float, State], State], state: State, times: Sequen
     if first.dtype != torch.float64:
         grid = grid.to(first.dtype)
     count = {"nfe": 0}
-    non_finite = torch.zeros((), dtype=torch.bool, device=first.device)
+    start, direction = float(times[0]), 1.0 if float(times[-1]) > float(times[0]) else -1.0
+    # How far along the integration the velocity was first non-finite (inf: never), on the device
+    # and read only if the solver fails, so watching costs no synchronisation.
+    first_non_finite = torch.full((), math.inf, dtype=torch.float64, device=first.device)
 
     def func(t: Tensor, y: State) -> State:
-        nonlocal non_finite
+        nonlocal first_non_finite
         count["nfe"] += 1
-        out = velocity(float(t), y)
+        time = float(t)
+        out = velocity(time, y)
         parts = out if isinstance(out, tuple) else (out,)
-        # A device-side flag, read only if the solver fails: watching costs no synchronisation.
-        non_finite = non_finite | ~torch.stack([torch.isfinite(part).all() for part in parts]).all()
+        finite = torch.stack([torch.isfinite(part).all() for part in parts]).all()
+        first_non_finite = torch.where(finite, first_non_finite, first_non_finite.clamp(max=direction * (time - start)))
         return out
 
     options = None
@@ -102,5 +109,7 @@ def solve(velocity: Callable[[float, State], State], state: State, times: Sequen
     try:
         states = odeint(func, state, grid, rtol=rtol, atol=atol, method=solver, options=options)
     except AssertionError as err:  # torchdiffeq asserts: "underflow in dt", "max_num_steps exceeded", finite state
-        raise ODEFailure(f"{solver} stopped ({err})", bool(non_finite)) from err
+        offset = float(first_non_finite)
+        non_finite_at = None if math.isinf(offset) else start + direction * offset
+        raise ODEFailure(f"{solver} stopped ({err})", non_finite_at is not None, non_finite_at) from err
     return states, count["nfe"]

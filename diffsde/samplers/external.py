@@ -13,7 +13,6 @@ x at grid.t_min out (same shape, device and dtype), the path (n + 1, N, ...) at 
 
 from __future__ import annotations
 
-import math
 import warnings
 from typing import NamedTuple
 
@@ -230,16 +229,10 @@ def run_ode_torchdiffeq(sampler, score, grid: TimeGrid, x: Tensor, noise, return
     ode = ProbabilityFlowODE(score, grid.T)
     backward_times = _backward_times(grid)
     end = backward_times[-1]
-    # The earliest backward time of a non-finite velocity, kept on the device (no synchronisation).
-    non_finite_from = torch.full((), math.inf, dtype=torch.float64, device=x.device)
 
     def velocity(t_prime: float, y: Tensor) -> Tensor:
-        nonlocal non_finite_from
         # float32 times may round the end by an ulp: the score's time stays inside [t_min, T].
-        t_prime = min(max(t_prime, 0.0), end)
-        value = ode.drift(y, t_prime)
-        non_finite_from = torch.where(torch.isfinite(value).all(), non_finite_from, non_finite_from.clamp(max=t_prime))
-        return value
+        return ode.drift(y, min(max(t_prime, 0.0), end))
 
     try:
         states, nfe = solve(velocity, x, backward_times if return_path else [0.0, end], solver=options["solver"],
@@ -248,7 +241,7 @@ def run_ode_torchdiffeq(sampler, score, grid: TimeGrid, x: Tensor, noise, return
         if err.non_finite:
             raise NonFiniteSampleError(
                 f"sampler {sampler.label!r} with options {dict(options)} met a non-finite probability-flow velocity "
-                f"(from the score) at forward time t = {grid.T - float(non_finite_from):.6g}, and torchdiffeq's {err}; "
+                f"(from the score) at forward time t = {grid.T - err.non_finite_at:.6g}, and torchdiffeq's {err}; "
                 f"check the score there") from err
         raise RuntimeError(f"ode solver {options['solver']!r} (torchdiffeq) failed: {err}; try looser tolerances than "
                            f"rtol = {options['rtol']:g}, atol = {options['atol']:g}") from err
