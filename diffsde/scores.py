@@ -31,6 +31,7 @@ from torch import Tensor
 from ._checks import (TimeLike, broadcast_time, check_data, check_int, check_spd, check_time, exp_neg,
                       one_minus_exp_neg, real_float64, sqrt)
 # Moved to diffsde.parametrizations; re-exported so that ``from diffsde.scores import ...`` keeps working.
+from .mixture_forms import Params, choose_form, sample_scale, shifted_log_probs, softmax_clamped
 from .parametrizations import (EpsilonFromScore, EpsilonScore, epsilon_from_score, noise_std,  # noqa: F401
                                score_from_epsilon)
 
@@ -110,6 +111,7 @@ class GaussianMixtureScore:
         self.means = means
         self.covs = covs
         self.eigvals, self.eigvecs = torch.linalg.eigh(0.5 * (covs + covs.transpose(-1, -2)))
+        self._form = choose_form(self.weights, means, covs)
         self._cache: dict = {}
         self._time_cache: OrderedDict = OrderedDict()  # least recently used first
         self._time_cache_nbytes = 0
@@ -122,6 +124,12 @@ class GaussianMixtureScore:
     def dim(self) -> int:
         """Data dimension d."""
         return int(self.means.shape[1])
+
+    @property
+    def form(self) -> str:
+        """How a scalar-time call is evaluated: "gaussian" (K = 1), "shared" (one covariance for
+        every component) or "general" (:mod:`diffsde.mixture_forms`)."""
+        return self._form.name
 
     @property
     def n_components(self) -> int:
@@ -182,32 +190,30 @@ class GaussianMixtureScore:
 
     def _component_log_probs(self, x: Tensor, y: Tensor, lam: Tensor, log_weights: Tensor) -> tuple[Tensor, Tensor]:
         """(a (M, K), b (M, 1)) with ``log w_k N_k(x) = a_k - b`` (see :func:`_shifted_log_probs`)."""
-        scale = _sample_scale(x.reshape(-1, self.dim)).unsqueeze(-1)  # (M, 1)
+        scale = sample_scale(x.reshape(-1, self.dim)).unsqueeze(-1)  # (M, 1)
         scaled = y / scale.unsqueeze(-1)
         log_norm = log_weights - 0.5 * (torch.log(lam).sum(-1) + self.dim * math.log(2 * math.pi))
-        return _shifted_log_probs((scaled * scaled / lam).sum(-1), scale, log_norm, -1)
+        return shifted_log_probs((scaled * scaled / lam).sum(-1), scale, log_norm, -1)
 
-    def _time_terms(self, t: float, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Per-time constants of the scalar-time path, on x's device and dtype, cached per t.
+    def _float64_params(self, device: torch.device) -> Params:
+        """The parameters in float64 on ``device`` (per-time constants are made from these, on the
+        device, and only then rounded to the call's dtype: no host-to-device copy per time)."""
+        params = self._cache.get((device, torch.float64, "params"))
+        if params is None:
+            params = Params(*(p.to(device) for p in (torch.log(self.weights), self.means, self.eigvals,
+                                                     self.eigvecs, self.weights @ self.means)))
+            self._cache[(device, torch.float64, "params")] = params
+        return params
 
-        With ``W_k = U_k diag(λ_t^{-1/2})`` (so ``Σ_{t,k}^{-1} = W_k W_kᵀ``): ``affine`` (K·d, d + 1)
-        stacks the rows ``[W_kᵀ, -e^{-t/2} W_kᵀ μ_k]``, and ``log_norm`` (K, 1) is
-        ``log w_k - ½ Σ log λ_t - (d/2) log 2π``.
-        """
+    def _time_terms(self, t: float, x: Tensor) -> tuple[Tensor, ...]:
+        """The form's per-time constants (:mod:`diffsde.mixture_forms`) on x's device and dtype,
+        cached per t (see the class docstring for the cache's bound)."""
         key = (t, x.device, x.dtype)
         terms = self._time_cache.get(key)
         if terms is not None:
             self._time_cache.move_to_end(key)
         else:
-            log_weights, means, eigvals, eigvecs = self._params(x)
-            decay = math.exp(-t)
-            lam = decay * eigvals + (-math.expm1(-t))  # (K, d)
-            k, d = lam.shape
-            whiten_t = (eigvecs * torch.rsqrt(lam).unsqueeze(-2)).transpose(-1, -2)  # (K, d, d): W_kᵀ
-            offset = -math.sqrt(decay) * torch.einsum("ked,kd->ke", whiten_t, means)
-            log_norm = log_weights - 0.5 * torch.log(lam).sum(-1) - 0.5 * d * math.log(2 * math.pi)
-            affine = torch.cat([whiten_t.reshape(k * d, d), offset.reshape(k * d, 1)], dim=1)
-            terms = (affine, log_norm.reshape(k, 1))
+            terms = tuple(c.to(x.dtype) for c in self._form.constants(t, self._float64_params(x.device)))
             if x.shape[0] <= _CACHE_MAX_ROWS:
                 self._remember(key, terms)
         return terms
@@ -225,31 +231,25 @@ class GaussianMixtureScore:
         self._time_cache[key] = terms
         self._time_cache_nbytes += nbytes
 
-    def _whitened_scalar_time(self, x: Tensor, t: float, scaled: bool = True) -> tuple:
-        """(z (K, d, M), scale (M,), log_norm (K, 1), whiten (K·d, d)) with
-        ``scale · z_k = W_kᵀ (x - e^{-t/2} μ_k)``, ``scale`` a power of two per sample (exact);
-        with ``scaled=False``, z is unscaled and scale is None.
+    def _scalar_time_path(self, x: Tensor, t: TimeLike) -> bool:
+        """Whether a call takes the form's path: a Python-number t and no autograd through x
+        (checked here, with the cheap test for a finite t >= 0 first: this runs every step)."""
+        if not _is_number(t) or (x.requires_grad and torch.is_grad_enabled()):
+            return False
+        check_data(x, "x", dim=self.dim)
+        if not 0.0 <= t < math.inf:
+            check_time(t, "t")
+        return True
 
-        Dividing by the scale keeps ``|z_k| <= ‖W_k‖ (2 sqrt(d) + |μ_k|)``, so the squares of z
-        never overflow however far x is. Samples run along the last axis so every reduction over
-        components or coordinates is an elementwise pass over the batch (reductions over a
-        short last axis are slow).
-        """
-        affine, log_norm = self._time_terms(t, x)
-        flat = x.reshape(-1, self.dim)
-        rhs = torch.cat([flat.T, torch.ones_like(flat[:, :1]).T], dim=0)  # [x; 1], (d + 1, M)
-        scale = _sample_scale(flat) if scaled else None
-        z = torch.mm(affine, rhs if scale is None else rhs.div_(scale))  # W_kᵀ (x - e^{-t/2} μ_k) / scale
-        return z.view(-1, self.dim, flat.shape[0]), scale, log_norm, affine[:, :self.dim]
+    def _flat(self, x: Tensor) -> Tensor:
+        return x if x.dim() == 2 else x.reshape(-1, self.dim)
 
     def log_prob(self, x: Tensor, t: TimeLike = 0.0) -> Tensor:
         """``log p_t(x)``; x of shape (..., d), returns shape (...)."""
-        if _is_number(t):
-            check_data(x, "x", dim=self.dim)
-            check_time(t, "t")
-            z, scale, log_norm, _ = self._whitened_scalar_time(x, float(t))
-            shifted, shift = _shifted_log_probs((z * z).sum(1), scale, log_norm, 0)  # (K, M), (1, M)
-            return (torch.logsumexp(shifted, dim=0) - shift[0]).reshape(x.shape[:-1])
+        if self._scalar_time_path(x, t):
+            flat = self._flat(x)
+            out = self._form.log_prob(flat, self._time_terms(float(t), flat))
+            return out if x.dim() == 2 else out.reshape(x.shape[:-1])
         y, lam, log_weights, _, batch_shape = self._whiten(x, t)
         shifted, shift = self._component_log_probs(x, y, lam, log_weights)
         return (torch.logsumexp(shifted, dim=-1) - shift[:, 0]).reshape(batch_shape)
@@ -258,33 +258,22 @@ class GaussianMixtureScore:
         """Exact score ``∇_x log p_t(x)``; x of shape (..., d), returns x's shape.
 
         ``s = -Σ_k r_k(x) Σ_{t,k}^{-1} (x - e^{-t/2} μ_k)`` with responsibilities
-        ``r = softmax_k(log w_k + log N_k(x))``. A Python-number t takes a fast path of a
-        few matrix products and in-place passes on cached per-t constants; tensor times
-        (0-d, per-sample, or needing gradients in t) and inputs that require gradients take
-        the batched eigenbasis path. Both compute the same formula and are tested against
-        each other.
+        ``r = softmax_k(log w_k + log N_k(x))``. A Python-number t (what the samplers pass) takes
+        the form chosen for this mixture (:attr:`form`, :mod:`diffsde.mixture_forms`) on cached
+        per-t constants; tensor times (0-d, per-sample, or needing gradients in t) and inputs
+        that require gradients take the batched eigenbasis path. Both compute the same formula
+        and are tested against each other.
         """
-        if _is_number(t) and not (x.requires_grad and torch.is_grad_enabled()):
-            check_data(x, "x", dim=self.dim)
-            check_time(t, "t")
-            z, scale, log_norm, whiten = self._whitened_scalar_time(x, float(t), scaled=self.n_components > 1)
-            if scale is not None:  # responsibilities, in place on our own buffers
-                logits = z[:, 0].square()
-                for i in range(1, z.shape[1]):
-                    logits.addcmul_(z[:, i], z[:, i])
-                logits, _ = _shifted_log_probs(logits, scale, log_norm, 0)
-                logits.sub_(logits.amax(0)).exp_()
-                logits.div_(logits.sum(0))
-                z.mul_(logits.unsqueeze(1))
-            # s = -Σ_k r_k W_k z_k scale, as rows: -(r z)ᵀ (M, K·d) @ [W_kᵀ] (K·d, d), times the scale
-            out = torch.mm(z.view(-1, z.shape[-1]).T, whiten)
-            return (out if scale is None else out.mul_(scale.unsqueeze(1))).neg_().reshape(x.shape)
+        if self._scalar_time_path(x, t):
+            flat = self._flat(x)
+            out = self._form.score(flat, self._time_terms(float(t), flat))
+            return out if x.dim() == 2 else out.reshape(x.shape)
         y, lam, log_weights, eigvecs, batch_shape = self._whiten(x, t)
         scaled = y / lam
         if y.shape[1] == 1:
             responsibilities_scaled = scaled
         else:
-            responsibilities = torch.softmax(self._component_log_probs(x, y, lam, log_weights)[0], dim=-1)
+            responsibilities = softmax_clamped(self._component_log_probs(x, y, lam, log_weights)[0], -1)
             responsibilities_scaled = scaled * responsibilities.unsqueeze(-1)
         return -torch.einsum("mke,kde->md", responsibilities_scaled, eigvecs).reshape(x.shape)
 
@@ -308,7 +297,7 @@ class GaussianMixtureScore:
         if y.shape[1] == 1:
             responsibilities = torch.ones_like(g[..., 0])
         else:
-            responsibilities = torch.softmax(self._component_log_probs(x, y, lam, log_weights)[0], dim=-1)
+            responsibilities = softmax_clamped(self._component_log_probs(x, y, lam, log_weights)[0], -1)
         score = -(responsibilities.unsqueeze(-1) * g).sum(1)  # (M, d)
         spread = (g + score.unsqueeze(1)).square().sum(-1)  # |g_k + s|², (M, K)
         divergence = (responsibilities * (spread - lam.reciprocal().sum(-1))).sum(-1)
@@ -331,8 +320,16 @@ class GaussianMixtureScore:
         components = torch.multinomial(log_weights.exp(), n, replacement=True, generator=generator)
         z = torch.randn((n, self.dim), generator=generator, device=device, dtype=dtype)
         std = torch.sqrt(math.exp(-t) * eigvals + (-math.expm1(-t)))  # (K, d)
-        offsets = torch.einsum("nde,ne->nd", eigvecs[components], std[components] * z)
-        return math.exp(-t / 2) * means[components] + offsets
+        out = torch.index_select(means, 0, components).mul_(math.exp(-t / 2))
+        if self.form != "general":  # one covariance: x = e^{-t/2} μ_k + U (sqrt(λ_t) ∘ z), one product
+            return out.addmm_(z.mul_(std[0]), eigvecs[0].T)
+        # Per-sample factors U_k diag(sqrt(λ_t,k)), gathered in row blocks of at most _SAMPLE_BLOCK numbers.
+        rows = max(1, _SAMPLE_BLOCK // self.dim ** 2)
+        for start in range(0, n, rows):
+            which = components[start:start + rows]
+            scaled = z[start:start + rows].mul_(std[which])
+            out[start:start + rows].add_(torch.bmm(eigvecs[which], scaled.unsqueeze(-1)).squeeze(-1))
+        return out
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(K={self.n_components}, d={self.dim})"
@@ -386,30 +383,7 @@ _TIME_CACHE_SIZE = 8192  # at most this many times kept (a few hundred bytes eac
 # fragments the C heap (a 1000-step `vp` run on the ring at N = 1e5 peaked at 0.26 to 2.9 GB of
 # resident memory, depending on the heap's layout, against 0.26 GB without the cache).
 _CACHE_MAX_ROWS = 2048
-
-
-def _sample_scale(flat: Tensor) -> Tensor:
-    """A power of two ``2^e >= 1`` per sample of x (M, d) with ``max_i |x_i| / 2^e < 2``, (M,):
-    dividing by it is exact, and it bounds what it divides."""
-    with torch.no_grad():
-        top = math.frexp(torch.finfo(flat.dtype).max)[1] - 1
-        exponent = torch.frexp(flat.abs().amax(-1)).exponent.clamp(0, top)
-        return torch.ldexp(torch.ones_like(flat[:, 0]), exponent)
-
-
-def _shifted_log_probs(sq: Tensor, scale: Tensor, log_norm: Tensor, dim: int) -> tuple[Tensor, Tensor]:
-    """Component log-densities ``log_norm_k - ½ q_k`` as ``a_k - b``, without overflow, in place on ``sq``.
-
-    ``sq`` holds the squared Mahalanobis distances q_k divided by ``scale²`` (components along
-    ``dim``); ``a_k = log_norm_k - ½ (sq_k - min_k sq) scale²`` and ``b = ½ min_k sq scale²``.
-    The nearest component's a_k is log_norm_k however far x is, so softmax and log-sum-exp of
-    a never meet all -inf (q_k itself overflows from |x| ~ 1e19 in float32, 1e154 in float64);
-    scale² is never formed, as it may overflow on its own.
-    """
-    low = sq.detach().amin(dim, keepdim=True)
-    minus_half = -0.5 * scale
-    shifted = sq.sub_(low).mul_(minus_half).mul_(scale).add_(log_norm)
-    return shifted, low.mul_(minus_half).mul_(scale).neg_()
+_SAMPLE_BLOCK = 2 ** 22  # numbers of the per-sample factors gathered at once by ``sample`` (16 MiB in float32)
 
 
 def _is_number(t) -> bool:
