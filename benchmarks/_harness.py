@@ -7,10 +7,10 @@ run as ``python benchmarks/<script>.py``, so this folder is on ``sys.path``).
   rotating every repetition, so slow drifts of a shared machine's load hit every
   contender alike; ratios are then taken per repetition (:func:`paired_ratio`) and
   summarised by their median.
-* :func:`peak_memory` measures the extra resident memory (CPU: the kernel's high-water
-  mark VmHWM, reset through ``/proc/self/clear_refs``, after ``malloc_trim``) or the extra
-  CUDA memory allocated by one call (``torch.cuda.max_memory_allocated``).
-  ``tracemalloc`` cannot see torch's allocations, hence these.
+* :func:`peak_memory` measures the peak memory torch allocates during one call (CPU:
+  ``torch.profiler``'s allocation and free events; CUDA: ``torch.cuda.max_memory_allocated``).
+  ``tracemalloc`` cannot see torch's allocations, and resident memory measures malloc's
+  choices as much as the run's, hence these.
 * :func:`machine_info` describes the machine (CPU model, cores, threads, torch, device,
   load average) for the JSON every script writes with :func:`write_json` (temp file +
   rename, so a crash never leaves half a file).
@@ -18,11 +18,9 @@ run as ``python benchmarks/<script>.py``, so this folder is on ``sys.path``).
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import platform
-import resource
 import statistics
 import time
 from pathlib import Path
@@ -147,44 +145,15 @@ def paired_ratio(numerator: Sequence[float], denominator: Sequence[float]) -> fl
 
 # -- memory -------------------------------------------------------------------------------
 
-def _libc():
-    try:
-        return ctypes.CDLL("libc.so.6")
-    except OSError:
-        return None
-
-
-_LIBC = _libc()
-
-
-def _status_kib(field: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return None
-
-
-def _reset_high_water_mark() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as handle:  # "5" resets VmHWM (Linux >= 4.0)
-            handle.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def peak_memory(fn: Callable[[], object], device: torch.device) -> dict:
-    """Extra memory one call of ``fn`` needs above what was resident before it, in MiB.
+    """Peak memory torch allocates during one call of ``fn``, above what it held before, in MiB.
 
-    CUDA: ``max_memory_allocated`` after ``reset_peak_memory_stats`` minus the memory
-    allocated before (exact for torch's caching allocator). CPU: free heap pages are handed
-    back (``malloc_trim``), the kernel's peak-RSS mark is reset, and the result is
-    VmHWM after minus VmRSS before; where the mark cannot be reset (non-Linux), the
-    ``getrusage`` maxrss delta, which is only a lower bound (it counts only growth beyond
-    the process's earlier peak). The returned ``how`` says which was used.
+    CUDA: ``max_memory_allocated`` after ``reset_peak_memory_stats`` minus ``memory_allocated``
+    before (the caching allocator's own count). CPU: every allocation and free torch makes
+    during the call, in order, from ``torch.profiler``'s memory events (``profile_memory=True``),
+    and the peak of their running sum. Both count what torch's tensors hold, not what the C
+    heap keeps or hands back (resident memory depends on malloc's choices and on the heap's
+    history, so it varied 10x between identical runs). The returned ``how`` says which was used.
     """
     if device.type == "cuda":
         synchronize(device)
@@ -194,16 +163,13 @@ def peak_memory(fn: Callable[[], object], device: torch.device) -> dict:
         synchronize(device)
         return {"peak_mib": (torch.cuda.max_memory_allocated(device) - before) / 2**20,
                 "how": "torch.cuda.max_memory_allocated"}
-    if _LIBC is not None:
-        _LIBC.malloc_trim(0)
-    if _reset_high_water_mark() and _status_kib("VmRSS") is not None:
-        before = _status_kib("VmRSS")
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
-        return {"peak_mib": max(_status_kib("VmHWM") - before, 0) / 1024, "how": "VmHWM - VmRSS (clear_refs)"}
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    fn()
-    return {"peak_mib": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024,
-            "how": "getrusage maxrss delta (lower bound)"}
+    running = peak = 0
+    for event in sorted(prof.events(), key=lambda e: e.time_range.start):
+        running += event.self_cpu_memory_usage
+        peak = max(peak, running)
+    return {"peak_mib": peak / 2**20, "how": "torch.profiler memory events (running allocations minus frees)"}
 
 
 # -- output -------------------------------------------------------------------------------

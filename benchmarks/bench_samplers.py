@@ -16,7 +16,12 @@ and every ratio is taken within one round, then summarised by its median. Conten
 * ``diffusers:ddpm`` -- ``DDPMScheduler(trained_betas=the same β, clip_sample=False)``
   (variance "fixed_small" = β̃) stepped with ``ε = -sqrt(1 - ᾱ) s``;
 * ``floor`` -- one ``torch.randn`` and one fused in-place ``x.add_(z, alpha=c)`` per step;
-* ``score`` -- the score alone, once per step (the score's own share).
+* ``score`` -- the score alone, once per step (the score's own share; per shape of mixture,
+  layout and N: ``benchmarks/bench_scores.py``).
+
+``peak_alloc_mib`` is the peak memory torch allocates during one run, above what it held
+before (:func:`_harness.peak_memory`: ``torch.profiler``'s allocation and free events on the
+CPU, ``torch.cuda.max_memory_allocated`` on CUDA), not the resident memory malloc keeps.
 
 Grids: vp, ddpm and diffusers use the linear schedule's grid (DDPM's β at 1000 steps,
 t_min = 0); the others a uniform grid from T = 10.05 down to t_min = 1e-3 (uniform so
@@ -357,7 +362,7 @@ def summarise(case: dict) -> tuple[list[dict], dict]:
                "own_per_step_us": harness.median(own) / steps * 1e6,
                "own_vs_floor": harness.paired_ratio(own, times["floor"]) if name != "floor" else 1.0}
         if case["memory"]:
-            row["peak_mib"] = case["memory"][name]["peak_mib"]
+            row["peak_alloc_mib"] = case["memory"][name]["peak_mib"]
         rows.append(row)
     ratios = {}
     for name in times:
@@ -486,7 +491,7 @@ def main(argv=None) -> int:
                   for c, (_, ratios) in zip(cases, summaries) for key, value in ratios.items()]
     columns = ["score", "N", "contender", "run_s", "per_step_us", "score_share", "own_per_step_us", "own_vs_floor"]
     if args.memory:
-        columns.append("peak_mib")
+        columns.append("peak_alloc_mib")
     print(format_table(rows, columns))
     print()
     print(format_table(ratio_rows))
