@@ -208,6 +208,11 @@ class GaussianMixtureScore:
     def _time_terms(self, t: float, x: Tensor) -> tuple[Tensor, ...]:
         """The form's per-time constants (:mod:`diffsde.mixture_forms`) on x's device and dtype,
         cached per t (see the class docstring for the cache's bound)."""
+        if x.is_cuda and torch.cuda.is_current_stream_capturing():
+            # Inside a CUDA graph capture the cache is neither read nor filled: a cached tensor could
+            # be evicted (and its memory reused) while the graph still reads it, and constants made
+            # during capture hold their values only once the graph runs. The graph computes its own.
+            return tuple(c.to(x.dtype) for c in self._form.constants(t, self._float64_params(x.device)))
         key = (t, x.device, x.dtype)
         terms = self._time_cache.get(key)
         if terms is not None:

@@ -9,7 +9,8 @@
 * :mod:`.ddim`, :mod:`.dpm_solver`, :mod:`.unipc`, :mod:`.dpm_solver_sde`, :mod:`.edm`: the
   samplers stepping in σ_VE or log-SNR (:mod:`diffsde.coordinates`);
 * :mod:`.external`: the torchsde, torchdiffeq and scipy runners;
-* :mod:`.noise`: where noise comes from (a generator, or probes for the exact law).
+* :mod:`.noise`: where noise comes from (a generator, or probes for the exact law);
+* :mod:`.capture`: the fixed-grid loop captured as one CUDA graph (``sample(..., capture=True)``).
 
 Methods (``METHODS``; ``print(diffsde.METHODS)`` lists every variant with its declared orders):
 ``vp``, ``ddpm``, ``em``, ``ode`` (euler, heun, adaptive torchdiffeq and scipy solvers), ``torchsde`` (its
@@ -24,6 +25,7 @@ from .grids import check_grid, resolve_grid
 from .loop import integrate, run_steps, sample
 from .noise import GeneratorNoise, InjectedBrownian, ProbeNoise
 from .registry import METHODS, Method, Sampler, featured_methods, register, resolve_method
+from .capture import capture_cache_info, clear_capture_cache
 from . import ddim  # noqa: F401
 from . import dpm_solver  # noqa: F401
 from . import edm  # noqa: F401
@@ -47,4 +49,4 @@ def plan(method: str, options: dict) -> Sampler:
 __all__ = ["sample", "integrate", "FINALS", "PRIORS", "check_final", "denoise", "tweedie_start", "run_steps", "resolve_grid", "check_grid",
            "METHODS", "SAMPLERS", "Method", "Sampler", "register", "resolve_method", "featured_methods", "plan",
            "NonFiniteSampleError", "GeneratorNoise", "ProbeNoise", "InjectedBrownian", "langevin_step", "snr_step_size",
-           "TORCHSDE_SOLVERS", "ODE_ADAPTIVE", "ODE_FIXED"]
+           "TORCHSDE_SOLVERS", "ODE_ADAPTIVE", "ODE_FIXED", "capture_cache_info", "clear_capture_cache"]

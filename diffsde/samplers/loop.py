@@ -18,7 +18,7 @@ from typing import Any, Callable, Union
 import torch
 from torch import Tensor
 
-from .._checks import ArgumentTypeError, check_choice, check_data, check_int
+from .._checks import ArgumentTypeError, check_bool, check_choice, check_data, check_int
 from ..protocols import ExactScore, declared_dim
 from ..schedules import BetaSchedule, TimeGrid
 from .ends import PRIORS, check_final, denoise, tweedie_start
@@ -63,7 +63,7 @@ def sample(score: Score, method: Union[str, Sampler, tuple], schedule: BetaSched
            return_path: bool = False, progress: bool = False, *, exact_times: bool = False,
            prior: str = "normal", device: Union[str, torch.device, None] = None, dtype: torch.dtype | None = None,
            dim: int | None = None, check_finite: bool = True, check_every: int = 100, return_info: bool = False,
-           final: str = "stop", **options: Any):
+           final: str = "stop", capture: bool = False, **options: Any):
     """Sample p_{t_min} by integrating the reverse problem from T down to t_min with one method
     (and, with ``final="denoise"``, p_0 approximately, by one denoising step from t_min).
 
@@ -115,6 +115,19 @@ def sample(score: Score, method: Union[str, Sampler, tuple], schedule: BetaSched
             score evaluation: return Tweedie's ``E[x0 | x_{t_min}] = (x + σ² s(x, t_min)) / α`` with
             ``α = e^{-t_min/2}``, ``σ² = 1 - e^{-t_min}``, the denoised output at t = 0; needs
             t_min > 0). :data:`FINALS`.
+        capture: run the fixed-grid loop as one CUDA graph (:mod:`diffsde.samplers.capture`):
+            captured at the first call, replayed by later calls with the same score object,
+            method, grid, shape, dtype and device (up to 8 graphs are kept, each holding its own
+            memory pool: about the loop's working memory, twice the path with ``return_path``).
+            The same samples, generator advance and NFE as ``capture=False`` from the same
+            generator state (torch's CUDA generator is counter-based Philox, and a replay reads
+            its seed and offset when it starts); the warm-up before a capture consumes none of
+            the caller's noise. ``return_path`` works (the path is stacked inside the graph);
+            the finiteness check runs once on the output, and a non-finite output is replayed
+            eagerly to name the step. A prior of "tweedie" and ``final="denoise"`` stay eager
+            (one evaluation each). Refused (ValueError) off CUDA, for a method with an external
+            runner (torchsde, the adaptive ODE solvers), and with ``progress=True``. Pays where
+            kernel launches, not arithmetic, set the pace: small N, many calls.
         **options: method options, e.g. ``variance`` ("ddpm"), ``solver``/``rtol``/``atol``
             ("ode", "torchsde"), ``adaptive``/``dt`` ("torchsde"), ``predictor``,
             ``corrector_steps``, ``snr``, ``step_size`` ("pc").
@@ -129,8 +142,11 @@ def sample(score: Score, method: Union[str, Sampler, tuple], schedule: BetaSched
         ValueError / TypeError: unknown method or option, an invalid grid (one whose ᾱ
             underflows float64, for a method that divides by it), a method that would evaluate an
             ε-based score at t = 0, mismatched shapes, devices or dtypes, an unknown dimension, a
-            seed outside [0, 2^64), a score whose output does not have x's shape.
+            seed outside [0, 2^64), a score whose output does not have x's shape, ``capture=True``
+            where it cannot run (see ``capture``).
         NonFiniteSampleError: a NaN or infinite state (unless ``check_finite=False``).
+        RuntimeError: ``capture=True`` with a score or step that a CUDA graph cannot hold (one
+            that synchronises with the host, e.g. ``.item()`` or ``bool(tensor)``).
     """
     if not callable(score):
         raise TypeError(f"score must be callable as score(x, t), got {type(score).__name__}")
@@ -143,13 +159,20 @@ def sample(score: Score, method: Union[str, Sampler, tuple], schedule: BetaSched
         raise ValueError("give x_T or prior='exact' (a draw from the score's p_T), not both")
     if isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 1:
         raise ValueError(f"check_every must be an int >= 1, got {check_every!r}")
+    capture = check_bool(capture, "capture")
     x, gen = _initial_state(score, time_grid, n_samples, x_T, generator, prior, device, dtype, dim)
+    loop = None
+    if capture:
+        from .capture import captured_loop, check_capture  # imported here: capture imports this module
+
+        check_capture(sampler, x, progress, gen)
+        loop = captured_loop(score, x.dtype)
 
     started = time.perf_counter()
     with torch.no_grad():  # sampling never records an autograd graph (it would keep every step alive)
         x, path, nfe = integrate(sampler, score, time_grid, x, GeneratorNoise(gen), return_path=return_path,
                                  progress=progress, check_finite=check_finite, check_every=check_every,
-                                 final=final, start="tweedie" if prior == "tweedie" else "given")
+                                 final=final, start="tweedie" if prior == "tweedie" else "given", loop=loop)
     outputs: list = [x]
     if return_path:
         outputs.append(path)
@@ -163,7 +186,7 @@ def sample(score: Score, method: Union[str, Sampler, tuple], schedule: BetaSched
 
 def integrate(sampler: Sampler, score: Score, grid: TimeGrid, x: Tensor, noise, *, return_path: bool = False,
               progress: bool = False, check_finite: bool = True, check_every: int = 100, final: str = "stop",
-              start: str = "given"):
+              start: str = "given", loop: Callable | None = None):
     """Run ``sampler`` from ``x`` at grid.T to grid.t_min with noise from ``noise``; no checks of the
     arguments (:func:`sample` and :func:`diffsde.exact_output_law` make them).
 
@@ -174,12 +197,13 @@ def integrate(sampler: Sampler, score: Score, grid: TimeGrid, x: Tensor, noise, 
     in float32, and the result (and path) is returned in the half dtype. With ``final="denoise"`` the
     state at t_min is denoised to t = 0 (:func:`denoise`), one more score evaluation, appended to the
     path as its last entry. With ``start="tweedie"`` x is first moved by :func:`tweedie_start` (one
-    more evaluation; the path starts from the moved x).
+    more evaluation; the path starts from the moved x). ``loop`` replaces :func:`run_steps` for a
+    method without a runner (what ``sample(..., capture=True)`` passes, with its signature).
 
     Returns:
         (x, path or None, nfe).
     """
-    runner = sampler.runner or run_steps
+    runner = sampler.runner or loop or run_steps
     half = x.dtype if x.dtype in HALF_DTYPES else None
     checked = _CheckedScore(score, half)
     x = x if half is None else x.float()
