@@ -14,8 +14,8 @@ Forms (:func:`choose_form`):
 * ``"shared"`` (every Σ_k equal, as for the toys' rings and grids): the quadratic ``xᵀ P x``
   is common to all components and cancels from the responsibilities, so their logits are
   affine in x, ``l_k = x̃ᵀ P m̃_k - ½ m̃_kᵀ P m̃_k + log w_k`` with x̃ and m̃ centred on the
-  mixture's mean, and ``s = P (Σ_k r_k m̃_k - x̃)``: two matrix products around one
-  normalisation. An isotropic Σ (``P = I / λ``) replaces the product by P with a scaling.
+  mixture's mean, and ``s = P (Σ_k r_k m̃_k - x̃)``: one product stacks the logits over x̃
+  itself, one normalisation, one product maps the stack to s.
 * ``"general"``: whitened coordinates ``z_k = W_kᵀ (x - m_k)`` with ``W_k W_kᵀ = P_k`` for
   all k at once, one ``(K·d, d + 1)`` product, the squared norms, the responsibilities and
   one product back (:meth:`GeneralForm.whitened`, which bounds z however far x lies).
@@ -146,65 +146,68 @@ class SharedForm:
         # (then the logits' terms |x| |P m_k| would be larger than |x̃| |P m̃_k| by more than 2x).
         center = weights @ means
         self.centred = bool(center.norm() > (means - center).norm(dim=-1).max())
-        # Σ = c I: P x is a scaling (Σ_t = (e^{-t} c + 1 - e^{-t}) I is isotropic too).
+        # Σ = c I (then Σ_t = (e^{-t} c + 1 - e^{-t}) I is isotropic too).
         cov = covs[0]
         self.isotropic = bool((cov == cov[0, 0] * torch.eye(cov.shape[0], dtype=cov.dtype)).all())
 
     def constants(self, t: float, params: Params) -> tuple[Tensor, ...]:
-        """(A (K, d), b (K, 1), out_rows (K, d + 1), -P (d, d) or -1/λ (1,), c (d,), W / √2 (d, d),
-        log_norm (1,)) at time t, in params' dtype."""
+        """(lift (K + d, d), bias (K + d, 1), combine (d, K + d), c (d,), W / √2 (d, d), log_norm (1,))
+        at time t, in params' dtype: ``lift @ x̃ᵀ + bias`` stacks the K logits over x̃ᵀ itself (the
+        identity's rows reproduce x̃ exactly), and ``combine = [P m̃_1 ... P m̃_K, -P]`` maps the
+        responsibilities stacked over x̃ᵀ to s = Σ_k r_k P m̃_k - P x̃."""
         lam = _eigen_at(params.eigvals[0], t)
         eigvecs = params.eigvecs[0]
+        d = lam.shape[0]
         decay = math.exp(-t / 2)
         center = params.center if self.centred else torch.zeros_like(params.center)
         centred_means = decay * (params.means - center)  # m̃_k = m_k - c_t, (K, d)
-        precision = (eigvecs / lam) @ eigvecs.T
+        if self.isotropic:  # exactly I / λ (eigh's eigenvectors of c I need not be exactly I)
+            precision = torch.eye(d, dtype=lam.dtype, device=lam.device) / lam[0]
+        else:
+            precision = (eigvecs / lam) @ eigvecs.T
         projected = centred_means @ precision  # rows P m̃_k
         bias = params.log_weights - 0.5 * (projected * centred_means).sum(-1)
-        out_rows = torch.cat([projected, torch.ones_like(projected[:, :1])], dim=1)  # rows [P m̃_k, 1], (K, d + 1)
-        neg_precision = (-1.0 / lam[:1]) if self.isotropic else -precision
-        return (projected, bias.reshape(-1, 1), out_rows, neg_precision, decay * center,
-                eigvecs * torch.rsqrt(2 * lam), _log_normaliser(lam).reshape(1))
+        eye = torch.eye(d, dtype=lam.dtype, device=lam.device)
+        lift = torch.cat([projected, eye])
+        bias = torch.cat([bias, torch.zeros_like(bias[:d])]).reshape(-1, 1)
+        combine = torch.cat([projected.T, -precision], dim=1)
+        return (lift, bias, combine, decay * center, eigvecs * torch.rsqrt(2 * lam),
+                _log_normaliser(lam).reshape(1))
 
-    def _logits(self, x: Tensor, constants: tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:
-        projected, bias, center = constants[0], constants[1], constants[4]
+    def _stacked(self, x: Tensor, constants: tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:
+        """(the (K + d, M) stack of logits over x̃ᵀ, x̃ (M, d))."""
+        lift, bias, center = constants[0], constants[1], constants[3]
         centred = x - center if self.centred else x
-        return torch.addmm(bias, projected, centred.T), centred  # (K, M), (M, d)
+        return torch.addmm(bias, lift, centred.T), centred
 
     def score(self, x: Tensor, constants: tuple[Tensor, ...]) -> Tensor:
         out = torch.empty_like(x)
-        out_rows, neg_precision = constants[2], constants[3]
+        combine = constants[2]
         d, n = x.shape[1], x.shape[0]
-        rows = chunk_rows(x, projected_width(constants), cache_sized=True)
+        k = combine.shape[1] - d
+        rows = chunk_rows(x, k + d, cache_sized=True)
         for start in range(0, n, rows):
             part, target = (x, out) if rows >= n else (x[start:start + rows], out[start:start + rows])
-            logits, centred = self._logits(part, constants)
-            weights, _ = normalised_exp_(logits, 0)
-            # Σ_k e_k P m̃_k and Σ_k e_k as rows, (M, d + 1): BLAS reads the (K, M) weights transposed,
-            # which costs less than any transposing copy of a (d, M) result for small d.
-            sums = torch.mm(weights.T, out_rows)
-            if self.isotropic:
-                torch.mul(centred, neg_precision, out=target)
-            else:
-                torch.mm(centred, neg_precision, out=target)
-            target.addcdiv_(sums[:, :d], sums[:, d:])  # -P x̃ + Σ_k r_k P m̃_k
+            stacked, _ = self._stacked(part, constants)
+            weights, _ = normalised_exp_(stacked[:k], 0)
+            weights.div_(weights.sum(0))
+            # s = Σ_k r_k P m̃_k - P x̃ in one product, written straight into the (M, d) rows (BLAS
+            # writes a transposed output in place: no transposing copy of a (d, M) result).
+            torch.mm(combine, stacked, out=target.T)
         return out
 
     def log_prob(self, x: Tensor, constants: tuple[Tensor, ...]) -> Tensor:
-        half_whiten, log_norm = constants[5], constants[6]
+        half_whiten, log_norm = constants[4], constants[5]
+        d = x.shape[1]
+        k = constants[0].shape[0] - d
         out = x.new_empty(x.shape[0])
-        rows = chunk_rows(x, projected_width(constants), cache_sized=True)
+        rows = chunk_rows(x, k + d, cache_sized=True)
         for start in range(0, x.shape[0], rows):
-            logits, centred = self._logits(x[start:start + rows], constants)
-            weights, top = normalised_exp_(logits, 0)
+            stacked, centred = self._stacked(x[start:start + rows], constants)
+            weights, top = normalised_exp_(stacked[:k], 0)
             quadratic = torch.mm(centred, half_whiten).square_().sum(-1)  # ½ x̃ᵀ P x̃
             torch.sub(weights.sum(0).log_().add_(top[0]), quadratic, out=out[start:start + rows]).add_(log_norm)
         return out
-
-
-def projected_width(constants: tuple[Tensor, ...]) -> int:
-    """Numbers per row of the shared form's widest temporary: K."""
-    return constants[0].shape[0]
 
 
 class GeneralForm:
