@@ -87,16 +87,19 @@ def run_case(name: str, n: int, args, device: torch.device) -> list[dict]:
     calls = {"form": lambda: score(x, 0.5), "batched": lambda: score(x, t_tensor)}
     layouts = [layout for layout in args.layouts if not (layout == "batched" and n * score.n_components *
                                                           score.dim > args.batched_max)]
-    reps = max(1, min(200, int(2e6 // n)))  # calls per timed sample: ~ the same work at every N
+    with torch.no_grad():  # calls per timed sample: enough for ~0.1 s, from one untimed call each
+        reps = {layout: max(1, min(500, int(0.1 / max(harness.time_call(calls[layout], device), 1e-6))))
+                for layout in layouts}
 
-    def repeated(fn):
-        return lambda: [fn() for _ in range(reps)]
+    def repeated(fn, count):
+        return lambda: [fn() for _ in range(count)]
 
     with torch.no_grad():
-        times = harness.interleaved({layout: repeated(calls[layout]) for layout in layouts}, args.repeats, device)
+        times = harness.interleaved({layout: repeated(calls[layout], reps[layout]) for layout in layouts},
+                                    args.repeats, device)
         rows = []
         for layout in layouts:
-            per_call = harness.median(times[layout]) / reps
+            per_call = harness.median(times[layout]) / reps[layout]
             row = {"case": name, "K": score.n_components, "d": score.dim, "form": score.form, "layout": layout,
                    "N": n, "us_per_call": per_call * 1e6, "ns_per_sample": per_call / n * 1e9}
             if args.memory:

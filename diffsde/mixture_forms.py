@@ -169,7 +169,7 @@ class SharedForm:
         bias = params.log_weights - 0.5 * (projected * centred_means).sum(-1)
         eye = torch.eye(d, dtype=lam.dtype, device=lam.device)
         lift = torch.cat([projected, eye])
-        bias = torch.cat([bias, torch.zeros_like(bias[:d])]).reshape(-1, 1)
+        bias = torch.cat([bias, bias.new_zeros(d)]).reshape(-1, 1)
         combine = torch.cat([projected.T, -precision], dim=1)
         return (lift, bias, combine, decay * center, eigvecs * torch.rsqrt(2 * lam),
                 _log_normaliser(lam).reshape(1))

@@ -30,6 +30,9 @@ def mixture_of_kind(kind: str, d: int = 3, k: int = 5) -> GaussianMixtureScore:
         covs = torch.diag(torch.rand(d, generator=gen, dtype=torch.float64) + 0.1).expand(k, d, d)
     elif kind == "shared-full":
         covs = _random_spd(d, gen).expand(k, d, d)
+    elif kind == "shared-wide":  # more dimensions than components
+        means, covs = means[:2].repeat(1, 3), _random_spd(3 * d, gen).expand(2, 3 * d, 3 * d)
+        weights = weights[:2] / weights[:2].sum()
     elif kind == "shared-off-centre":  # modes clustered far from the origin: the form centres on their mean
         means = means + 100.0
         covs = (0.3 * eye).expand(k, d, d)
@@ -41,7 +44,7 @@ def mixture_of_kind(kind: str, d: int = 3, k: int = 5) -> GaussianMixtureScore:
 
 
 KINDS = {"gaussian": "gaussian", "shared-isotropic": "shared", "shared-diagonal": "shared",
-         "shared-full": "shared", "shared-off-centre": "shared", "general-diagonal": "general",
+         "shared-full": "shared", "shared-wide": "shared", "shared-off-centre": "shared", "general-diagonal": "general",
          "general-full": "general"}
 
 
@@ -71,7 +74,7 @@ def test_each_form_is_the_gradient_of_log_prob(kind, t):
     assert torch.allclose(log_prob, mixture.log_prob(x, reference_t), rtol=1e-10, atol=1e-9)
 
 
-@pytest.mark.parametrize("kind", ["shared-isotropic", "shared-full", "general-full", "gaussian"])
+@pytest.mark.parametrize("kind", ["shared-isotropic", "shared-full", "shared-wide", "general-full", "gaussian"])
 def test_chunked_calls_equal_row_by_row_calls(kind, monkeypatch):
     # A small chunk budget cuts a 1300-row call into 3 chunks (512 rows at least each); every row is
     # an independent computation, so the chunked result must equal calls on the pieces.
