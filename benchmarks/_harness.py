@@ -98,6 +98,15 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def setup(device_name: str, threads: int | None) -> torch.device:
+    """The scripts' common start: the device (:func:`resolve_device`) and, when given, torch's
+    thread count."""
+    device = resolve_device(device_name)
+    if threads:
+        torch.set_num_threads(threads)
+    return device
+
+
 # -- timing -------------------------------------------------------------------------------
 
 def synchronize(device: torch.device) -> None:

@@ -206,9 +206,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    device = harness.resolve_device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    device = harness.setup(args.device, args.threads)
     started = time.perf_counter()
     if args.frontier:
         result = _frontier.run_frontier(args)

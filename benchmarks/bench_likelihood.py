@@ -360,9 +360,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    device = harness.resolve_device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    device = harness.setup(args.device, args.threads)
     started = time.perf_counter()
     runners = {"ring": run_ring, "hutchinson": run_hutchinson, "loop": run_loop}
     results = {part: runners[part](args, device) for part in args.parts}

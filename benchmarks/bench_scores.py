@@ -168,9 +168,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    device = harness.resolve_device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    device = harness.setup(args.device, args.threads)
     started, load_start = time.perf_counter(), harness.load_average()
     rows = []
     for name in args.cases:

@@ -50,12 +50,10 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-__all__ = ["LOG_FLOOR", "FORMS", "Params", "choose_form", "normalised_exp_", "softmax_clamped", "chunk_rows"]
+__all__ = ["LOG_FLOOR", "Params", "choose_form", "normalised_exp_", "softmax_clamped", "chunk_rows"]
 
 #: exp's argument floor after the max-shift (see the module docstring).
 LOG_FLOOR = -80.0
-
-FORMS = ("gaussian", "shared", "general")
 
 # Numbers in the widest (width x rows) temporary of one chunk, on any device: 2^24 (64 MiB in float32)
 # bounds what a call needs however large N, K and d are.
@@ -161,13 +159,11 @@ class SharedForm:
         decay = math.exp(-t / 2)
         center = params.center if self.centred else torch.zeros_like(params.center)
         centred_means = decay * (params.means - center)  # m̃_k = m_k - c_t, (K, d)
-        if self.isotropic:  # exactly I / λ (eigh's eigenvectors of c I need not be exactly I)
-            precision = torch.eye(d, dtype=lam.dtype, device=lam.device) / lam[0]
-        else:
-            precision = (eigvecs / lam) @ eigvecs.T
+        eye = torch.eye(d, dtype=lam.dtype, device=lam.device)
+        # Isotropic: exactly I / λ (eigh's eigenvectors of c I need not be exactly I).
+        precision = eye / lam[0] if self.isotropic else (eigvecs / lam) @ eigvecs.T
         projected = centred_means @ precision  # rows P m̃_k
         bias = params.log_weights - 0.5 * (projected * centred_means).sum(-1)
-        eye = torch.eye(d, dtype=lam.dtype, device=lam.device)
         lift = torch.cat([projected, eye])
         bias = torch.cat([bias, bias.new_zeros(d)]).reshape(-1, 1)
         combine = torch.cat([projected.T, -precision], dim=1)
@@ -230,17 +226,17 @@ class GeneralForm:
         return affine, (params.log_weights + _log_normaliser(lam)).reshape(k, 1)
 
     @staticmethod
-    def whitened(x: Tensor, affine: Tensor, scaled: bool = True) -> tuple[Tensor, Tensor | None]:
+    def whitened(x: Tensor, affine: Tensor) -> tuple[Tensor, Tensor]:
         """(z (K, d, M), scale (M,)) with ``scale · z_k = W_kᵀ (x - m_k)``, ``scale`` a power of two
-        per sample (exact), or (z unscaled, None) with ``scaled=False``.
+        per sample (exact).
 
         Dividing by the scale keeps ``|z_k| <= ‖W_k‖ (2 sqrt(d) + |m_k|)``, so the squares of z
         never overflow however far x is.
         """
         d = x.shape[1]
         rhs = torch.cat([x.T, torch.ones_like(x[:, :1]).T], dim=0)  # [x; 1], (d + 1, M)
-        scale = sample_scale(x) if scaled else None
-        z = torch.mm(affine, rhs if scale is None else rhs.div_(scale))
+        scale = sample_scale(x)
+        z = torch.mm(affine, rhs.div_(scale))
         return z.view(-1, d, x.shape[0]), scale
 
     def _weights(self, z: Tensor, scale: Tensor, log_norm: Tensor) -> tuple[Tensor, Tensor]:

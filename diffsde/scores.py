@@ -157,10 +157,10 @@ class GaussianMixtureScore:
     # -- evaluation -----------------------------------------------------------------------
 
     def _params(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(log w, μ, eigenvalues, eigenvectors) on x's device in x's dtype, cached."""
         key = (x.device, x.dtype)
         if key not in self._cache:
-            self._cache[key] = tuple(p.to(device=x.device, dtype=x.dtype) for p in
-                                     (torch.log(self.weights), self.means, self.eigvals, self.eigvecs))
+            self._cache[key] = tuple(p.to(x.dtype) for p in self._float64_params(x.device)[:4])
         return self._cache[key]
 
     def _whiten(self, x: Tensor, t: TimeLike) -> tuple[Tensor, Tensor, Tensor, Tensor, tuple]:
@@ -212,16 +212,20 @@ class GaussianMixtureScore:
             # Inside a CUDA graph capture the cache is neither read nor filled: a cached tensor could
             # be evicted (and its memory reused) while the graph still reads it, and constants made
             # during capture hold their values only once the graph runs. The graph computes its own.
-            return tuple(c.to(x.dtype) for c in self._form.constants(t, self._float64_params(x.device)))
+            return self._constants_at(t, x)
         key = (t, x.device, x.dtype)
         terms = self._time_cache.get(key)
         if terms is not None:
             self._time_cache.move_to_end(key)
         else:
-            terms = tuple(c.to(x.dtype) for c in self._form.constants(t, self._float64_params(x.device)))
+            terms = self._constants_at(t, x)
             if x.shape[0] <= _CACHE_MAX_ROWS:
                 self._remember(key, terms)
         return terms
+
+    def _constants_at(self, t: float, x: Tensor) -> tuple[Tensor, ...]:
+        """The form's constants at t, made in float64 on x's device, then rounded to x's dtype."""
+        return tuple(c.to(x.dtype) for c in self._form.constants(t, self._float64_params(x.device)))
 
     def _remember(self, key: tuple, terms: tuple[Tensor, ...]) -> None:
         """Keep ``terms`` under ``key``, evicting the least recently used entries so that the

@@ -1,6 +1,9 @@
 """Shared fixtures: a fixed seed, generators, and the device parametrisation
 (CPU always; CUDA under the ``gpu`` marker, skipped cleanly without CUDA)."""
 
+import importlib.util
+from pathlib import Path
+
 import pytest
 import torch
 from hypothesis import settings
@@ -36,3 +39,16 @@ def make_generator(device, seed: int) -> torch.Generator:
 @pytest.fixture
 def generator(device, seed) -> torch.Generator:
     return make_generator(device, seed)
+
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def load_benchmark(name: str, monkeypatch):
+    """Import ``benchmarks/<name>.py`` as a module; the scripts import their helpers as ``_harness``
+    (they run as ``python benchmarks/...``), so the folder goes on sys.path for the import."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

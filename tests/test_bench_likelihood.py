@@ -9,26 +9,16 @@ per-element error control keeps the solution error per sample near the tolerance
 relative) passed for every case.
 """
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import torch
 
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
-
-
-def _load(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    spec = importlib.util.spec_from_file_location("bench_likelihood", BENCHMARKS / "bench_likelihood.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_benchmark
 
 
 def test_quick_run_writes_every_part(tmp_path, monkeypatch, capsys):
-    bench = _load(monkeypatch)
+    bench = load_benchmark("bench_likelihood", monkeypatch)
     out = tmp_path / "likelihood.json"
     threads = torch.get_num_threads()
     try:  # one thread: a shared machine's second thread only adds contention at this size

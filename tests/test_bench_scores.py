@@ -7,25 +7,15 @@ form (components x samples, chunks of 16384 rows) allocates less than the batche
 against the form's (8, N) logits of 0.32 MB and its (N, 3) sums.
 """
 
-import importlib.util
 import json
-from pathlib import Path
 
 import torch
 
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
-
-
-def _load(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    spec = importlib.util.spec_from_file_location("bench_scores", BENCHMARKS / "bench_scores.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_benchmark
 
 
 def test_ring_case_writes_rows_rates_and_floor(tmp_path, monkeypatch, capsys):
-    bench = _load(monkeypatch)
+    bench = load_benchmark("bench_scores", monkeypatch)
     out = tmp_path / "scores.json"
     threads = torch.get_num_threads()
     try:
