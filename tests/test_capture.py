@@ -176,13 +176,26 @@ def test_captured_equals_eager_in_other_dtypes(fresh_cache, seed, dtype, device)
     assert captured.dtype == dtype and torch.equal(eager, captured)
 
 
+def _cuda_generator(seed: int) -> torch.Generator:
+    return torch.Generator(device="cuda").manual_seed(seed)
+
+
+def test_capture_refuses_an_int_seed():
+    # An int seed selects counter-based noise (reseeded per chunk and step on the host): a graph
+    # cannot hold it, so capture asks for a torch.Generator instead of changing what the seed means.
+    if not CUDA:
+        pytest.skip("CUDA is not available")
+    with pytest.raises(ValueError, match="capture=True replays noise from a torch.Generator"):
+        sample(SCORE, "em", grid=GRID, n_samples=4, generator=0, device="cuda", capture=True)
+
+
 @pytest.mark.parametrize("device", [pytest.param("cuda", marks=GPU)])
-def test_an_int_seed_replays_the_same_graph(fresh_cache, seed, device):
-    # The graph draws from its own generator, loaded from the caller's: a new generator (an int
-    # seed makes one per call) replays the same graph.
-    eager = sample(SCORE, "em", grid=GRID, n_samples=N, generator=seed, device="cuda")
-    first = sample(SCORE, "em", grid=GRID, n_samples=N, generator=seed, device="cuda", capture=True)
-    second = sample(SCORE, "em", grid=GRID, n_samples=N, generator=seed, device="cuda", capture=True)
+def test_a_new_generator_replays_the_same_graph(fresh_cache, seed, device):
+    # The graph draws from its own generator, loaded from the caller's: a new generator seeded alike
+    # replays the same graph. (An int seed selects counter-based noise, which capture refuses.)
+    eager = sample(SCORE, "em", grid=GRID, n_samples=N, generator=_cuda_generator(seed), device="cuda")
+    first = sample(SCORE, "em", grid=GRID, n_samples=N, generator=_cuda_generator(seed), device="cuda", capture=True)
+    second = sample(SCORE, "em", grid=GRID, n_samples=N, generator=_cuda_generator(seed), device="cuda", capture=True)
     assert torch.equal(eager, first) and torch.equal(eager, second)
     assert (capture_cache_info()["captures"], capture_cache_info()["hits"]) == (1, 1)
 
@@ -200,11 +213,12 @@ def test_captured_path_nfe_and_final_match_eager(fresh_cache, seed, device):
 
 @pytest.mark.parametrize("device", [pytest.param("cuda", marks=GPU)])
 def test_a_new_shape_or_grid_is_a_new_capture(fresh_cache, seed, device):
-    sample(SCORE, "em", grid=GRID, n_samples=N, generator=seed, device="cuda", capture=True)
-    sample(SCORE, "em", grid=GRID, n_samples=N + 1, generator=seed, device="cuda", capture=True)
-    sample(SCORE, "em", grid=TimeGrid.uniform(5.0, 0.05, 41), n_samples=N, generator=seed, device="cuda",
+    sample(SCORE, "em", grid=GRID, n_samples=N, generator=_cuda_generator(seed), device="cuda", capture=True)
+    sample(SCORE, "em", grid=GRID, n_samples=N + 1, generator=_cuda_generator(seed), device="cuda", capture=True)
+    sample(SCORE, "em", grid=TimeGrid.uniform(5.0, 0.05, 41), n_samples=N,
+           generator=_cuda_generator(seed), device="cuda",
            capture=True)
-    sample(SCORE, "ddpm", grid=GRID, n_samples=N, generator=seed, device="cuda", capture=True)
+    sample(SCORE, "ddpm", grid=GRID, n_samples=N, generator=_cuda_generator(seed), device="cuda", capture=True)
     assert (capture_cache_info()["captures"], capture_cache_info()["hits"]) == (4, 0)
     assert capture_cache_info()["graphs"] == 4 and capture_cache_info()["bytes"] > 0
 
@@ -231,12 +245,13 @@ def test_kept_tensors_outlive_the_scores_cache(fresh_cache, seed, device):
     # and their memory is handed out again (filled with NaN). The replay must still read the
     # constants, which the capture keeps alive.
     score = CachingScore()
-    sample(score, "em", grid=GRID, n_samples=N, generator=seed, device="cuda")
-    sample(score, "em", grid=GRID, n_samples=N, generator=seed, device="cuda", capture=True)
+    sample(score, "em", grid=GRID, n_samples=N, generator=_cuda_generator(seed), device="cuda")
+    sample(score, "em", grid=GRID, n_samples=N, generator=_cuda_generator(seed), device="cuda", capture=True)
     score.cache.clear()
     junk = [torch.full((2,), float("nan"), device="cuda") for _ in range(4 * GRID.n)]
-    replayed = sample(score, "em", grid=GRID, n_samples=N, generator=seed + 1, device="cuda", capture=True)
-    eager = sample(score, "em", grid=GRID, n_samples=N, generator=seed + 1, device="cuda")
+    replayed = sample(score, "em", grid=GRID, n_samples=N,
+                      generator=_cuda_generator(seed + 1), device="cuda", capture=True)
+    eager = sample(score, "em", grid=GRID, n_samples=N, generator=_cuda_generator(seed + 1), device="cuda")
     assert capture_cache_info()["hits"] == 1
     assert torch.equal(replayed, eager)
     del junk
@@ -253,9 +268,11 @@ def test_a_non_finite_captured_run_names_its_step(fresh_cache, seed, device):
     bad = next(interval for interval in GRID.intervals() if interval.t_from < 1.0)
     for _ in range(2):  # at the capture, and at a replay
         with pytest.raises(NonFiniteSampleError, match=f"'em'.* at step {bad.index} of {GRID.n}"):
-            sample(score, "em", grid=GRID, n_samples=N, dim=2, generator=seed, device="cuda", capture=True)
+            sample(score, "em", grid=GRID, n_samples=N, dim=2,
+                   generator=_cuda_generator(seed), device="cuda", capture=True)
     assert capture_cache_info()["hits"] == 1
-    out = sample(score, "em", grid=GRID, n_samples=N, dim=2, generator=seed, device="cuda", capture=True,
+    out = sample(score, "em", grid=GRID, n_samples=N, dim=2,
+                 generator=_cuda_generator(seed), device="cuda", capture=True,
                  check_finite=False)
     assert torch.isnan(out).all()
 
@@ -265,7 +282,8 @@ from diffsde import TimeGrid, sample
 def syncing(x, t):
     return -x * float(x.abs().max())  # a host read: not allowed inside a capture
 try:
-    sample(syncing, "em", grid=TimeGrid.uniform(5.0, 0.05, 40), n_samples=64, dim=2, generator=0, device="cuda",
+    sample(syncing, "em", grid=TimeGrid.uniform(5.0, 0.05, 40), n_samples=64, dim=2,
+           generator=_cuda_generator(0), device="cuda",
            capture=True)
 except RuntimeError as err:
     print(err)

@@ -58,7 +58,7 @@ def test_edm_equals_k_diffusion(solver, options, to_zero, monkeypatch):
     sampling = k_diffusion_sampling()
     grid = grid_for(12, to_zero)
     x_T = torch.randn(64, 2, generator=make_generator("cpu", 0), dtype=torch.float64)
-    ours = sample(score, "edm", grid=grid, x_T=x_T, generator=7, solver=solver, **options)
+    ours = sample(score, "edm", grid=grid, x_T=x_T, generator=make_generator("cpu", 7), solver=solver, **options)
     # Our noise: one (1, N, d) draw per step from the generator when churn > 0; k-diffusion draws
     # randn_like(x) every step (even where γ = 0): hand it the same draws in the same order.
     draws = make_generator("cpu", 7)

@@ -304,7 +304,7 @@ def test_ddpm_step_on_a_schedule_is_ho_et_al_with_the_schedules_alpha_bars():
     times = schedule.times.flip(0)
     # Run only the last two steps: a schedule grid cut at t_2 has the same last two steps.
     small = TimeGrid(grid.times[-3:], grid.betas[-2:], grid.alpha_bars[-3:], source="schedule")
-    x = sample(GAUSSIAN, "ddpm", grid=small, x_T=x_T, generator=0, variance="beta_tilde")
+    x = sample(GAUSSIAN, "ddpm", grid=small, x_T=x_T, generator=make_generator("cpu", 0), variance="beta_tilde")
     z = torch.randn((1,) + tuple(x_T.shape), generator=make_generator("cpu", 0), dtype=torch.float64)[0]
     state = x_T
     for k, noisy in ((-3, True), (-2, False)):

@@ -168,7 +168,7 @@ def test_dpm_solver_sde_equals_k_diffusion(options, t_min):
     n = 12
     times = [10.0 * (1 - i / n) ** 2 + t_min * i / n for i in range(n + 1)]  # denser near t_min
     x_T = torch.randn(6, 3, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
-    ours = sample(epsilon_score, "dpm-solver-sde", grid=times, x_T=x_T, generator=11, **options)
+    ours = sample(epsilon_score, "dpm-solver-sde", grid=times, x_T=x_T, generator=torch.Generator().manual_seed(11), **options)
     # sample draws one (1, N, d) standard normal per step from the generator, in step order (none when
     # η = 0); k-diffusion gets the same draws, in order, from its noise_sampler (it asks at every step
     # except a final denoising step to σ = 0).

@@ -24,11 +24,12 @@ from ..schedules import BetaSchedule, TimeGrid
 from .ends import PRIORS, check_final, denoise, tweedie_start
 from .errors import NonFiniteSampleError
 from .grids import GridLike, check_grid, resolve_grid
+from .chunks import CHUNK_ROWS, CounterNoise, chunk_count, run_chunks
 from .noise import GeneratorNoise
 from .progress import progress_bar
 from .registry import Sampler, resolve_method
 
-__all__ = ["sample", "integrate", "run_steps", "HALF_DTYPES"]
+__all__ = ["sample", "integrate", "run_steps", "sample_chunks", "chunk_start", "is_seed", "HALF_DTYPES"]
 
 Score = Callable[[Tensor, Any], Tensor]
 
@@ -160,19 +161,30 @@ def sample(score: Score, method: Union[str, Sampler, tuple], schedule: BetaSched
     if isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 1:
         raise ValueError(f"check_every must be an int >= 1, got {check_every!r}")
     capture = check_bool(capture, "capture")
-    x, gen = _initial_state(score, time_grid, n_samples, x_T, generator, prior, device, dtype, dim)
-    loop = None
-    if capture:
-        from .capture import captured_loop, check_capture  # imported here: capture imports this module
+    run_options = {"return_path": return_path, "check_finite": check_finite, "check_every": check_every,
+                   "final": final, "start": "tweedie" if prior == "tweedie" else "given"}
+    if is_seed(generator) and not capture:
+        x_T, n, d, device, dtype = _checked_start(score, n_samples, x_T, generator, prior, device, dtype, dim)
+        started = time.perf_counter()
+        x, path, nfe = sample_chunks(sampler, score, time_grid, range(chunk_count(n)), n, generator,
+                                     chunk_start(score, time_grid, x_T, prior, d, device, dtype), progress,
+                                     **run_options)
+    else:
+        x, gen = _initial_state(score, time_grid, n_samples, x_T, generator, prior, device, dtype, dim)
+        loop = None
+        if capture:
+            from .capture import captured_loop, check_capture  # imported here: capture imports this module
 
-        check_capture(sampler, x, progress, gen)
-        loop = captured_loop(score, x.dtype)
-
-    started = time.perf_counter()
-    with torch.no_grad():  # sampling never records an autograd graph (it would keep every step alive)
-        x, path, nfe = integrate(sampler, score, time_grid, x, GeneratorNoise(gen), return_path=return_path,
-                                 progress=progress, check_finite=check_finite, check_every=check_every,
-                                 final=final, start="tweedie" if prior == "tweedie" else "given", loop=loop)
+            check_capture(sampler, x, progress, gen)
+            if is_seed(generator):
+                raise ValueError("capture=True replays noise from a torch.Generator's Philox stream: pass "
+                                 "generator=torch.Generator('cuda').manual_seed(seed) (an int seed selects "
+                                 "counter-based noise, drawn chunk by chunk on the host, which a graph cannot hold)")
+            loop = captured_loop(score, x.dtype)
+        started = time.perf_counter()
+        with torch.no_grad():  # sampling never records an autograd graph (it would keep every step alive)
+            x, path, nfe = integrate(sampler, score, time_grid, x, GeneratorNoise(gen), progress=progress,
+                                     loop=loop, **run_options)
     outputs: list = [x]
     if return_path:
         outputs.append(path)
@@ -228,6 +240,21 @@ def integrate(sampler: Sampler, score: Score, grid: TimeGrid, x: Tensor, noise, 
     return out, (path.to(half) if path is not None else None), nfe
 
 
+def sample_chunks(sampler: Sampler, score: Score, grid: TimeGrid, chunks: range, n_samples: int, seed: int,
+                  initial: Callable, progress: bool = False, **run_options):
+    """Run ``chunks`` of an ``n_samples`` set with counter-based noise keyed by ``seed``
+    (:mod:`diffsde.samplers.chunks`), one :func:`integrate` per chunk; ``initial`` is :func:`chunk_start`'s.
+
+    Returns:
+        (x (the chunks' rows, d), path or None, nfe: the most evaluations a chunk made).
+    """
+    def run(x: Tensor, noise: CounterNoise, chunk_progress: bool):
+        return integrate(sampler, score, grid, x, noise, progress=chunk_progress, **run_options)
+
+    with torch.no_grad():  # sampling never records an autograd graph (it would keep every step alive)
+        return run_chunks(chunks, n_samples, seed, initial, run, progress, sampler.name)
+
+
 class _CheckedScore:
     """The score as a run calls it: the first output checked to be a tensor of x's shape; with
     ``evaluate_in`` (a half dtype), evaluated on x rounded to it and read back in x's dtype. It
@@ -280,6 +307,18 @@ def _check_dtype(dtype: Any) -> torch.dtype:
 
 
 def _initial_state(score, time_grid, n_samples, x_T, generator, prior, device, dtype, dim=None):
+    x_T, n_samples, known_dim, device, dtype = _checked_start(score, n_samples, x_T, generator, prior, device, dtype,
+                                                              dim)
+    gen = _make_generator(generator, device)
+    if x_T is not None:
+        return x_T, gen
+    if prior in ("normal", "tweedie"):  # "tweedie" moves the draw in integrate (one score evaluation)
+        return torch.randn((n_samples, known_dim), generator=gen, device=device, dtype=dtype), gen
+    return score.sample(n_samples, t=time_grid.T, generator=gen, device=device, dtype=dtype), gen
+
+
+def _checked_start(score, n_samples, x_T, generator, prior, device, dtype, dim=None):
+    """The checked starting point: (x_T or None, N, d, device, dtype)."""
     known_dim = _data_dim(score, dim)
     if dtype is not None:
         _check_dtype(dtype)
@@ -296,7 +335,8 @@ def _initial_state(score, time_grid, n_samples, x_T, generator, prior, device, d
             raise ValueError(f"x_T is {x_T.dtype} on {x_T.device}, which contradicts device={device}, dtype={dtype}")
         if not bool(torch.isfinite(x_T).all()):
             raise ValueError("x_T contains NaN or infinite values")
-        return x_T, _make_generator(generator, x_T.device)
+        _make_generator(generator, x_T.device)
+        return x_T, x_T.shape[0], x_T.shape[1], x_T.device, x_T.dtype
     if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
         raise ValueError(f"give x_T or n_samples (a positive int), got n_samples={n_samples!r}")
     if known_dim is None:
@@ -305,16 +345,43 @@ def _initial_state(score, time_grid, n_samples, x_T, generator, prior, device, d
     if device is None:
         device = generator.device if isinstance(generator, torch.Generator) else "cpu"
     device = torch.device(device)
-    dtype = dtype or torch.float32
-    gen = _make_generator(generator, device)
-    if prior in ("normal", "tweedie"):  # "tweedie" moves the draw in integrate (one score evaluation)
-        return torch.randn((n_samples, known_dim), generator=gen, device=device, dtype=dtype), gen
-    if prior == "exact":
-        if not isinstance(score, ExactScore):
-            raise ValueError(f"prior='exact' needs an exact score (diffsde.protocols.ExactScore: .sample(n, t), "
-                             f".log_prob, .mean_and_cov, .dim); {type(score).__name__} is not one")
-        return score.sample(n_samples, t=time_grid.T, generator=gen, device=device, dtype=dtype), gen
-    raise ValueError(f"prior must be one of {list(PRIORS)}, got {prior!r}")
+    _make_generator(generator, device)
+    if prior == "exact" and not isinstance(score, ExactScore):
+        raise ValueError(f"prior='exact' needs an exact score (diffsde.protocols.ExactScore: .sample(n, t), "
+                         f".log_prob, .mean_and_cov, .dim); {type(score).__name__} is not one")
+    if prior not in PRIORS:
+        raise ValueError(f"prior must be one of {list(PRIORS)}, got {prior!r}")
+    return None, n_samples, known_dim, device, dtype or torch.float32
+
+
+def is_seed(generator: Any) -> bool:
+    """Whether ``generator`` is an int seed (which selects counter-based noise, :mod:`diffsde.samplers.chunks`)."""
+    return isinstance(generator, Integral) and not isinstance(generator, bool)
+
+
+def chunk_start(score, time_grid: TimeGrid, x_T: Tensor | None, prior: str, dim: int, device: torch.device,
+                dtype: torch.dtype) -> Callable:
+    """``start(chunk, noise, padded_rows)`` -> the chunk's starting state (padded_rows, d): its rows of
+    ``x_T``, or drawn from ``prior`` with the chunk's slot-0 stream (N(0, I) normals; an exact score's
+    ``sample`` of a whole chunk, sliced, since a mixture's draws are not prefixes of longer ones), then
+    zero padding rows. Half precision starts are drawn in float32 and rounded."""
+    drawn_dtype = torch.float32 if dtype in HALF_DTYPES else dtype
+
+    def start(chunk: int, noise: CounterNoise, padded_rows: int) -> Tensor:
+        rows = noise.rows
+        x = torch.zeros((padded_rows, dim), device=device, dtype=drawn_dtype)
+        if x_T is not None:
+            first = chunk * CHUNK_ROWS
+            x[:rows] = x_T[first:first + rows]
+        elif prior == "exact":
+            drawn = score.sample(CHUNK_ROWS, t=time_grid.T, generator=noise.generator(device, 0), device=device,
+                                 dtype=drawn_dtype)
+            x[:rows] = drawn[:rows]
+        else:
+            noise.normals(0, x[:rows])
+        return x if drawn_dtype == dtype else x.to(dtype)
+
+    return start
 
 
 def _no_noise(x: Tensor) -> Tensor:

@@ -1,0 +1,172 @@
+"""Counter-based noise in chunks: sample i's value depends only on (seed, i), never on the batch.
+
+An int seed names a sample set. Samples are grouped in chunks of :data:`CHUNK_ROWS` rows
+(sample i lies in chunk i // CHUNK_ROWS); a chunk is integrated on its own, and every random
+number it uses comes from a stream keyed by (seed, chunk, slot) alone (slot 0: the starting draw;
+slot 1 + k·m + j: draw j of step k for a method drawing m per step), as counter-based generators
+do (Salmon et al. 2011, "Parallel random numbers: as easy as 1, 2, 3"). So the same seed gives
+the same samples whether they are drawn 50 or 5 000 000 at a time, and whichever process of a
+distributed run draws a chunk (:mod:`diffsde.distributed.sampling` deals whole chunks to ranks).
+
+How a stream is made: torch's CPU generator is a Mersenne Twister seeded with 32 bits, so the
+stream key is a keyed bijection of the 32-bit index ``slot · 2^15 + chunk`` (keys from the 64-bit
+seed by SplitMix64, Steele et al. 2014): within a run no two (chunk, slot) pairs share a stream.
+That bounds a run at 2^15 chunks (5.4e8 samples) and 2^17 - 1 draws per sample (a refusal beyond).
+A stream fills its rows with ``torch.randn`` of the chunk's numbers rounded up to a multiple of 16;
+on the CPU torch draws uniforms in order and transforms them 16 at a time, so the first r·d
+numbers do not depend on how many more are drawn (a test pins this); on CUDA the whole chunk is
+drawn and sliced. A partial chunk is padded with zero rows to a multiple of :data:`ROW_QUANTUM`
+rows (and its padding discarded), so torch's vectorised kernels take the same path for every
+real row whatever the chunk's size: bit-for-bit equal rows on the CPU for exact scores and
+networks (tested). Methods with an external loop (torchsde's solvers, adaptive ODE solvers)
+are equal across world sizes (a chunk is always the same rows) but their last partial chunk
+depends on n: torchsde's Brownian motion is drawn at the padded chunk's size, and an adaptive
+solver's step control reads every row of its batch.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from .progress import progress_bar
+
+__all__ = ["CHUNK_ROWS", "ROW_QUANTUM", "CounterNoise", "stream_seed", "chunk_count", "chunk_rows_of",
+           "run_chunks"]
+
+#: Rows per chunk: the unit of randomness and of work. 2^14 rows of d = 2 float32 is 128 KiB: a chunk's
+#: state and temporaries stay in a CPU core's L2 cache.
+CHUNK_ROWS = 2 ** 14
+#: A partial chunk is padded with zero rows to a multiple of this many rows (see the module docstring).
+ROW_QUANTUM = 128
+_CHUNK_BITS, _SLOT_BITS = 15, 17
+_MASK32, _MASK64 = 2 ** 32 - 1, 2 ** 64 - 1
+
+
+def _splitmix64(value: int) -> int:
+    """SplitMix64's output function (Steele, Lea & Flood 2014): a bijection of 64-bit ints."""
+    z = (value + 0x9E3779B97F4A7C15) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
+
+
+def stream_seed(seed: int, chunk: int, slot: int) -> int:
+    """The 32-bit generator seed of stream (seed, chunk, slot): for a fixed seed, a bijection of
+    ``slot · 2^15 + chunk`` (xor, odd multiplications, xor-shifts and an addition mod 2^32 are each
+    invertible), so distinct (chunk, slot) pairs never share a stream."""
+    if not 0 <= chunk < 2 ** _CHUNK_BITS:
+        raise ValueError(f"counter-based noise covers at most 2^{_CHUNK_BITS} chunks of {CHUNK_ROWS} rows "
+                         f"({2 ** _CHUNK_BITS * CHUNK_ROWS:,} samples) per seed; chunk {chunk} is beyond")
+    if not 0 <= slot < 2 ** _SLOT_BITS:
+        raise ValueError(f"counter-based noise covers at most {2 ** _SLOT_BITS - 1} draws per sample; this run "
+                         f"needs draw {slot} (fewer steps, or pass a torch.Generator)")
+    keys = _splitmix64(int(seed))
+    x = ((slot << _CHUNK_BITS) | chunk) ^ (keys & _MASK32)
+    x = (x * 0x9E3779B1) & _MASK32
+    x ^= x >> 16
+    x = (x + (keys >> 32)) & _MASK32
+    x = (x * 0x85EBCA6B) & _MASK32
+    x ^= x >> 13
+    x = (x * 0xC2B2AE35) & _MASK32
+    return x ^ (x >> 16)
+
+
+def chunk_count(n_samples: int) -> int:
+    """How many chunks ``n_samples`` samples fill (the last may be partial)."""
+    return -(-n_samples // CHUNK_ROWS)
+
+
+def chunk_rows_of(chunk: int, n_samples: int) -> range:
+    """The global rows of ``chunk`` in a set of ``n_samples`` samples."""
+    return range(chunk * CHUNK_ROWS, min((chunk + 1) * CHUNK_ROWS, n_samples))
+
+
+def _padded(rows: int) -> int:
+    return -(-rows // ROW_QUANTUM) * ROW_QUANTUM
+
+
+class CounterNoise:
+    """The noise of one chunk: step k's draw j is stream (seed, chunk, 1 + k·m + j)'s first
+    ``rows · d`` normals in the real rows, zeros in the padding rows.
+
+    Args:
+        seed: the run's int seed in [0, 2^64).
+        chunk: the chunk's index.
+        rows: its real rows (the state ``like`` passed to :meth:`draw` may have padding rows after them).
+    """
+
+    def __init__(self, seed: int, chunk: int, rows: int):
+        self.seed, self.chunk, self.rows = int(seed), chunk, rows
+        self._generators: dict = {}
+
+    def generator(self, device: torch.device, slot: int) -> torch.Generator:
+        """A generator on ``device`` at the start of stream ``slot``."""
+        generator = self._generators.get(device.type)
+        if generator is None:
+            generator = self._generators[device.type] = torch.Generator(device=device)
+        return generator.manual_seed(stream_seed(self.seed, self.chunk, slot))
+
+    def normals(self, slot: int, out: Tensor) -> Tensor:
+        """Fill ``out`` (rows, d), contiguous, with stream ``slot``'s normals and return it."""
+        count = out.numel()
+        generator = self.generator(out.device, slot)
+        drawn = max(16, -(-count // 16) * 16) if out.device.type == "cpu" else CHUNK_ROWS * out.shape[-1]
+        if drawn == count:
+            return torch.randn(count, generator=generator, out=out.view(-1)).view(out.shape)
+        values = torch.randn(drawn, generator=generator, device=out.device, dtype=out.dtype)
+        return out.copy_(values[:count].view(out.shape))
+
+    def draw(self, index: int, count: int, like: Tensor) -> Tensor:
+        """Step ``index``'s ``count`` draws, shape (count, *like.shape), like's device and dtype."""
+        out = like.new_zeros((count,) + tuple(like.shape))
+        for j in range(count):
+            self.normals(1 + index * count + j, out[j, :self.rows])
+        return out
+
+    def brownian(self, times, first_index: int, dt: float, like: Tensor, levy: str):
+        """A torchsde ``BrownianInterval`` over ``times`` for the chunk's padded rows, seeded by
+        (seed, chunk, first_index): a run that calls once per grid interval gets independent motions."""
+        import torchsde
+
+        entropy = _splitmix64(_splitmix64(self.seed) ^ (self.chunk << 32 | first_index)) >> 2
+        return torchsde.BrownianInterval(t0=times[0], t1=times[-1], size=like.shape, dtype=like.dtype,
+                                         device=like.device, entropy=entropy, dt=dt, levy_area_approximation=levy)
+
+    def get_state(self):
+        """Nothing: a draw is a function of its step index alone (a replay redraws it)."""
+        return None
+
+    def set_state(self, state) -> None:
+        pass
+
+
+def run_chunks(chunks: range, n_samples: int, seed: int, start: Callable[[int, CounterNoise, int], Tensor],
+               run: Callable, progress: bool, label: str):
+    """Integrate ``chunks`` of an ``n_samples`` set one by one and stack their real rows.
+
+    Args:
+        chunks: the chunk indices to run (consecutive).
+        start: ``start(chunk, noise, padded_rows)`` -> the chunk's (padded_rows, d) starting state.
+        run: ``run(x, noise, progress)`` -> (x, path or None, nfe), e.g. :func:`~diffsde.samplers.integrate`.
+        progress: one bar over the steps for a single chunk, over the chunks otherwise.
+
+    Returns:
+        (x (rows of the chunks, d), path (steps + 1, rows, d) or None, nfe: the largest count of a chunk).
+    """
+    outputs, paths, nfe = [], [], 0
+    several = len(chunks) > 1
+    for chunk in progress_bar(chunks, progress and several, len(chunks), f"{label} chunks"):
+        rows = len(chunk_rows_of(chunk, n_samples))
+        noise = CounterNoise(seed, chunk, rows)
+        x = start(chunk, noise, _padded(rows))
+        out, path, chunk_nfe = run(x, noise, progress and not several)
+        outputs.append(out[:rows])
+        if path is not None:
+            paths.append(path[:, :rows])
+        nfe = max(nfe, chunk_nfe)
+    x = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+    path = None if not paths else paths[0] if len(paths) == 1 else torch.cat(paths, dim=1)
+    return x, path, nfe
