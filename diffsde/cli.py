@@ -37,7 +37,9 @@ from . import __version__, commands, toys
 from . import _arguments as arg
 from ._process import describe_stop, exit_status, stop_signals_raise
 from ._resources import allocation_failure
+from ._torchrun import process_group, rank_label
 from .commands import CliError
+from .distributed.world import DEFAULT_TIMEOUT_S, DistributedError
 from .demo import DEMO_T_MIN, SMALL_SIZES, DemoSettings
 from .studies import DEFAULT_METHODS
 from .samplers import NonFiniteSampleError
@@ -48,7 +50,7 @@ __all__ = ["main", "build_parser", "CliError"]
 
 
 USER_ERRORS = (CliError, ValueError, TypeError, OSError, CheckpointError, NonFiniteSampleError, NotImplementedError,
-               TrainingDivergedError)
+               TrainingDivergedError, DistributedError)
 
 
 # --------------------------------------------------------------------------------------
@@ -70,6 +72,9 @@ def _add_common(parser: argparse.ArgumentParser, out_default: str | None, out_he
                        help=f"torch CPU threads, 1 to {arg.CPU_COUNT} (default 1: the networks are small, and on a "
                             f"busy 2-core machine two threads trained 10x slower than one)")
     group.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bars")
+    group.add_argument("--dist-timeout", type=arg.positive_float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
+                       help=f"under torchrun: how long a rank waits for the others before it stops with an error "
+                            f"(default {DEFAULT_TIMEOUT_S:g})")
 
 
 def _setup(args: argparse.Namespace) -> None:
@@ -256,7 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.command is None:
                 parser.print_help()
                 return 0
-            command = f"diffsde {args.command}"
+            command = f"diffsde {args.command}{rank_label()}"
             args.argv = list(sys.argv[1:] if argv is None else argv)
             return _run(args)
     except KeyboardInterrupt as stop:
@@ -274,7 +279,7 @@ def _run(args: argparse.Namespace) -> int:
     """The command, with the caller's global RNG state and torch thread count restored after it."""
     threads = torch.get_num_threads()
     try:
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), process_group(args):
             _setup(args)
             return args.func(args)
     finally:

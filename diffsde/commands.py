@@ -18,10 +18,11 @@ from . import demo, plots, toys
 from ._output import MANIFEST, OutputFolder, environment, run_toy, save_samples, write_json
 from ._resources import check_fits, network_fits, samples_fit
 from ._table import format_table
+from ._torchrun import output_folder
 from .demo import DemoSettings, judge, reference_samples, toy_train_config, train_network
 from .studies import MonteCarlo, alpha_bar_limit, compare_samplers, convergence_study, resolve_method
 from .studies.likelihood import TABLE_COLUMNS, likelihood_reading, likelihood_study
-from .samplers import sample
+from .distributed import sample as sharded_sample, world
 from .schedules import SCHEDULES, TimeGrid
 from .scores import EpsilonScore, GaussianMixtureScore
 from .training import load_checkpoint
@@ -49,9 +50,9 @@ def _generator(args: argparse.Namespace, offset: int) -> torch.Generator:
 def _output_folder(args: argparse.Namespace, **record) -> OutputFolder:
     """The command's ``--out`` folder (its manifest records the command and ``record``); refused
     with one line (exit 2) when it exists without ``--force``, or with ``--force`` when diffsde did
-    not write it, or when its parent is missing without ``--parents``."""
-    return OutputFolder(args.out, args.force, parents=args.parents,
-                        record={"command": " ".join(["diffsde", *args.argv]), **record})
+    not write it, or when its parent is missing without ``--parents``. Under torchrun rank 0 writes
+    it and the other ranks get a scratch folder (:func:`diffsde._torchrun.output_folder`)."""
+    return output_folder(args.out, args.force, args.parents, {"command": " ".join(["diffsde", *args.argv]), **record})
 
 
 def _exact_law(toy: toys.Toy | None) -> GaussianMixtureScore | None:
@@ -135,6 +136,8 @@ def train_command(args: argparse.Namespace) -> int:
         result = train_network(toy, config, hidden=args.hidden, depth=args.depth, device=args.device,
                                progress=args.progress, checkpoint_path=folder / "checkpoint.pt")
         wall = time.perf_counter() - started
+        if not world().is_main:  # under torchrun rank 0 writes the checkpoint and the folder
+            return 0
         tail = result.losses[-min(100, config.steps):]
         summary = {"toy": args.toy, "toy_params": toy.params, "model": result.model.config,
                    "train_config": config.to_dict(), "final_loss_mean_100": float(tail.mean()),
@@ -184,15 +187,19 @@ def sample_command(args: argparse.Namespace) -> int:
     if args.final == "denoise" and grid.t_min == 0.0:
         raise CliError("--final denoise needs a grid ending at --t-min > 0")
     output = _output_folder(args)
+    with torch.no_grad():  # every rank draws its chunks (torchrun); rank 0 gathers, measures and writes
+        shard = sharded_sample(score, spec, grid=grid, n_samples=args.n_samples, seed=args.seed, device=args.device,
+                               progress=args.progress, final=args.final, prior=args.prior)
+        x, info = shard.gather(), shard.info
+    if not world().is_main:
+        return 0
     with output as folder, torch.no_grad():
-        x, info = sample(score, spec, grid=grid, n_samples=args.n_samples, generator=_generator(args, 0),
-                         device=args.device, return_info=True, progress=args.progress, final=args.final,
-                         prior=args.prior)
         save_samples(x, folder / f"samples.{args.format}")
         record = {"method": spec.label, "options": dict(spec.options), "schedule": f"{args.schedule}({args.steps})",
                   "grid": args.grid, "final": args.final, "prior": args.prior,
                   "steps": grid.n, "T": grid.T, "t_end": grid.t_min, "nfe": info["nfe"],
                   "wall_time_s": info["wall_time_s"], "n_samples": args.n_samples, "seed": args.seed,
+                  "world_size": info["world_size"],
                   "device": str(args.device), "source": source, "toy": toy.name if toy is not None else None}
         title = f"{spec.label}, {grid.n} steps"
         if toy is not None:
@@ -230,9 +237,12 @@ def compare_command(args: argparse.Namespace) -> int:
     settings = MonteCarlo(n_samples=args.n_samples, repeats=args.repeats, seed=args.seed, device=args.device,
                           dtype=torch.float32)
     output = _output_folder(args)
-    with output as folder, torch.no_grad():
+    with torch.no_grad():  # under torchrun the cells are spread over the ranks; rank 0 writes
         result = compare_samplers(toy, score, args.methods, args.ns, t_min=args.t_min, prior=args.prior,
                                   monte_carlo=settings)
+    if not world().is_main:
+        return 0
+    with output as folder:
         result.to_json(folder / "comparison.json")
         result.to_csv(folder / "comparison.csv")
         series, se = demo.method_series(result.rows, "nfe")
@@ -255,9 +265,11 @@ def converge_command(args: argparse.Namespace) -> int:
     samples_fit(args.n_samples, toy.dim, args.device)
     settings = MonteCarlo(n_samples=args.n_samples, repeats=args.repeats, seed=args.seed, device=args.device)
     output = _output_folder(args)
+    result = convergence_study(toy, args.methods, args.ns, t_min=args.t_min, prior=args.prior,
+                               estimator=args.estimator, monte_carlo=settings)  # cells spread over torchrun's ranks
+    if not world().is_main:
+        return 0
     with output as folder:
-        result = convergence_study(toy, args.methods, args.ns, t_min=args.t_min, prior=args.prior,
-                                   estimator=args.estimator, monte_carlo=settings)
         result.to_json(folder / "convergence.json")
         result.to_csv(folder / "convergence.csv")
         series, se = demo.method_series([row for row in result.rows if row["error"] > 0], "n")

@@ -29,7 +29,7 @@ from .noise import GeneratorNoise
 from .progress import progress_bar
 from .registry import Sampler, resolve_method
 
-__all__ = ["sample", "integrate", "run_steps", "sample_chunks", "chunk_start", "is_seed", "HALF_DTYPES"]
+__all__ = ["sample", "integrate", "run_steps", "sample_chunks", "chunk_start", "is_seed", "checked_run", "checked_start", "run_info", "HALF_DTYPES"]
 
 Score = Callable[[Tensor, Any], Tensor]
 
@@ -149,22 +149,13 @@ def sample(score: Score, method: Union[str, Sampler, tuple], schedule: BetaSched
         RuntimeError: ``capture=True`` with a score or step that a CUDA graph cannot hold (one
             that synchronises with the host, e.g. ``.item()`` or ``bool(tensor)``).
     """
-    if not callable(score):
-        raise TypeError(f"score must be callable as score(x, t), got {type(score).__name__}")
-    sampler = resolve_method(method, **options)
-    time_grid = resolve_grid(schedule, grid, t_min, exact_times)
-    check_grid(sampler, time_grid, score)
-    check_final(final, time_grid)
-    check_choice(prior, "prior", PRIORS)
-    if x_T is not None and prior == "exact":
-        raise ValueError("give x_T or prior='exact' (a draw from the score's p_T), not both")
-    if isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 1:
-        raise ValueError(f"check_every must be an int >= 1, got {check_every!r}")
+    sampler, time_grid = checked_run(score, method, schedule, grid, t_min, exact_times, final, prior, x_T,
+                                     check_every, options)
     capture = check_bool(capture, "capture")
     run_options = {"return_path": return_path, "check_finite": check_finite, "check_every": check_every,
                    "final": final, "start": "tweedie" if prior == "tweedie" else "given"}
     if is_seed(generator) and not capture:
-        x_T, n, d, device, dtype = _checked_start(score, n_samples, x_T, generator, prior, device, dtype, dim)
+        x_T, n, d, device, dtype = checked_start(score, n_samples, x_T, generator, prior, device, dtype, dim)
         started = time.perf_counter()
         x, path, nfe = sample_chunks(sampler, score, time_grid, range(chunk_count(n)), n, generator,
                                      chunk_start(score, time_grid, x_T, prior, d, device, dtype), progress,
@@ -189,11 +180,32 @@ def sample(score: Score, method: Union[str, Sampler, tuple], schedule: BetaSched
     if return_path:
         outputs.append(path)
     if return_info:
-        outputs.append({"method": sampler.name, "label": sampler.label, "options": dict(sampler.options),
-                        "steps": time_grid.n, "nfe": nfe, "weak_order": sampler.weak_order,
-                        "strong_order": sampler.strong_order, "times": time_grid.times, "final": final,
-                        "wall_time_s": time.perf_counter() - started})
+        outputs.append(run_info(sampler, time_grid, nfe, final, time.perf_counter() - started))
     return outputs[0] if len(outputs) == 1 else tuple(outputs)
+
+
+def run_info(sampler: Sampler, grid: TimeGrid, nfe: int, final: str, wall_time_s: float) -> dict:
+    """:func:`sample`'s ``return_info`` dict."""
+    return {"method": sampler.name, "label": sampler.label, "options": dict(sampler.options), "steps": grid.n,
+            "nfe": nfe, "weak_order": sampler.weak_order, "strong_order": sampler.strong_order,
+            "times": grid.times, "final": final, "wall_time_s": wall_time_s}
+
+
+def checked_run(score: Score, method, schedule, grid, t_min, exact_times: bool, final: str, prior: str,
+                x_T: Tensor | None, check_every: int, options: dict) -> tuple[Sampler, TimeGrid]:
+    """:func:`sample`'s checks of everything but the start and the noise: (the sampler, the grid)."""
+    if not callable(score):
+        raise TypeError(f"score must be callable as score(x, t), got {type(score).__name__}")
+    sampler = resolve_method(method, **options)
+    time_grid = resolve_grid(schedule, grid, t_min, exact_times)
+    check_grid(sampler, time_grid, score)
+    check_final(final, time_grid)
+    check_choice(prior, "prior", PRIORS)
+    if x_T is not None and prior == "exact":
+        raise ValueError("give x_T or prior='exact' (a draw from the score's p_T), not both")
+    if isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 1:
+        raise ValueError(f"check_every must be an int >= 1, got {check_every!r}")
+    return sampler, time_grid
 
 
 def integrate(sampler: Sampler, score: Score, grid: TimeGrid, x: Tensor, noise, *, return_path: bool = False,
@@ -307,7 +319,7 @@ def _check_dtype(dtype: Any) -> torch.dtype:
 
 
 def _initial_state(score, time_grid, n_samples, x_T, generator, prior, device, dtype, dim=None):
-    x_T, n_samples, known_dim, device, dtype = _checked_start(score, n_samples, x_T, generator, prior, device, dtype,
+    x_T, n_samples, known_dim, device, dtype = checked_start(score, n_samples, x_T, generator, prior, device, dtype,
                                                               dim)
     gen = _make_generator(generator, device)
     if x_T is not None:
@@ -317,7 +329,7 @@ def _initial_state(score, time_grid, n_samples, x_T, generator, prior, device, d
     return score.sample(n_samples, t=time_grid.T, generator=gen, device=device, dtype=dtype), gen
 
 
-def _checked_start(score, n_samples, x_T, generator, prior, device, dtype, dim=None):
+def checked_start(score, n_samples, x_T, generator, prior, device, dtype, dim=None):
     """The checked starting point: (x_T or None, N, d, device, dtype)."""
     known_dim = _data_dim(score, dim)
     if dtype is not None:

@@ -3,12 +3,14 @@ and early stopping, by switching each off in turn."""
 
 from __future__ import annotations
 
+import functools
 from numbers import Integral
 
 import torch
 
+from ..distributed.world import check_same
 from ._args import ESTIMATORS, check_choice, check_score, exact_target
-from .estimators import MonteCarlo, MonteCarloJudge, exact_error, use_exact
+from .estimators import MonteCarlo, MonteCarloJudge, exact_error, mean_and_se, run_cells, use_exact
 from .grids import GridSpec, describe_grid, fine_grid, grid_factory
 from .methods import MethodLike, study_method
 from .results import StudyResult
@@ -52,6 +54,16 @@ def error_budget(target, score=None, method: MethodLike = "em", n: int = 100, *,
     method fixed-step; otherwise Monte Carlo as in :func:`diffsde.studies.convergence_study`
     (the same seeds for every row, so an unchanged configuration gives an identical error).
 
+    Across processes: under an initialised torch.distributed process group (``torchrun``,
+    :mod:`diffsde.distributed.world`) the independent cells, one per distinct row
+    configuration (at most six; rows that coincide share one) plus one per floor draw for
+    Monte Carlo, are dealt round-robin over the ranks
+    (:func:`diffsde.studies.estimators.run_cells`), and every rank returns the result one
+    process gives: every field equal, floats bit for bit (same hardware and thread counts).
+    So at most six configurations run in parallel; one cell always runs on one rank, and the
+    fine-grid cells (``fine_factor`` times the steps) bound the time. Every rank must get the
+    same arguments.
+
     Args:
         target: as :func:`diffsde.studies.convergence_study`.
         score: the score to judge (default: the target's exact score).
@@ -70,7 +82,8 @@ def error_budget(target, score=None, method: MethodLike = "em", n: int = 100, *,
         reference_time, estimator, error, error_se, contribution); meta (settings, floor).
 
     Raises:
-        ValueError / TypeError: bad method, n, fine_factor, grid, times or estimator.
+        ValueError / TypeError: bad method, n, fine_factor, grid, times or estimator (before any run).
+        DistributedError: the ranks were given different settings, or another rank failed.
     """
     exact = exact_target(target)
     score = check_score(exact if score is None else score)
@@ -86,23 +99,31 @@ def error_budget(target, score=None, method: MethodLike = "em", n: int = 100, *,
     grids = {False: coarse, True: fine_grid(grid, make_grid, int(n), int(fine_factor), float(t_min))}
     exact_estimator = use_exact(estimator, exact, score, spec)
     judge = None if exact_estimator else MonteCarloJudge(exact, settings)
-    floor = None if exact_estimator else judge.floor(0.0)
+    check_same({"method": spec.label, "n": int(n), "fine_factor": int(fine_factor),
+                "steps": [grids[False].n, grids[True].n], "t_end": [grids[False].t_min, grids[True].t_min],
+                "T": grids[False].T, "t_min": float(t_min), "estimator": estimator,
+                "monte_carlo": settings.describe()}, "error_budget settings")
 
-    cache: dict = {}
-    rows = []
+    # The cells: the floor's draws (Monte Carlo only), then one per distinct configuration of the
+    # rows (a row whose source is already off, e.g. the score when it is exact, shares its cell).
+    planned, cells = [], {}
     for source, switched_off, exact_score, fine, exact_prior, at_end in _BUDGET_SOURCES:
         run_score = exact if exact_score else score
         time_grid = grids[fine]
         prior = "exact" if exact_prior else "normal"
         reference_time = time_grid.t_min if at_end else 0.0
         key = (id(run_score), fine, prior, reference_time)
-        if key not in cache:
-            if exact_estimator:
-                cache[key] = (exact_error(spec, run_score, exact, time_grid, prior, reference_time), 0.0)
-            else:
-                result = judge.run(run_score, spec, time_grid, prior, reference_time)
-                cache[key] = (result["error"], result["error_se"])
-        error, error_se = cache[key]
+        if key not in cells:
+            cells[key] = functools.partial(_measure, judge, spec, run_score, exact, time_grid, prior, reference_time)
+        planned.append((source, switched_off, time_grid, prior, reference_time, key))
+    floor_cells = [] if exact_estimator else judge.floor_cells(0.0)
+    values = run_cells(floor_cells + list(cells.values()))
+    floor = None if exact_estimator else mean_and_se(values[:len(floor_cells)])
+    measured = dict(zip(cells, values[len(floor_cells):]))
+
+    rows = []
+    for source, switched_off, time_grid, prior, reference_time, key in planned:
+        error, error_se = measured[key]
         rows.append({"source": source, "switched_off": switched_off, "steps": time_grid.n,
                      "t_end": time_grid.t_min, "prior": prior, "reference_time": reference_time,
                      "estimator": "exact" if exact_estimator else "monte_carlo", "error": error,
@@ -116,3 +137,12 @@ def error_budget(target, score=None, method: MethodLike = "em", n: int = 100, *,
             "monte_carlo": None if exact_estimator else settings.describe(),
             "floor": None if floor is None else {"mean": floor[0], "se": floor[1]}}
     return StudyResult("error_budget", rows, [], meta)
+
+
+def _measure(judge: MonteCarloJudge | None, spec, score, exact, time_grid, prior: str,
+             reference_time: float) -> tuple[float, float]:
+    """One cell of the budget: (error, error_se) of one configuration, exact without a judge."""
+    if judge is None:
+        return exact_error(spec, score, exact, time_grid, prior, reference_time), 0.0
+    result = judge.run(score, spec, time_grid, prior, reference_time)
+    return result["error"], result["error_se"]

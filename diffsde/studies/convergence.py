@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import math
+from numbers import Real
 from typing import Sequence
 
+from ..distributed.world import check_same
 from ..orders import order_fit
 from ._args import ESTIMATORS, PRIORS, check_choice, check_ns, exact_target
-from .estimators import MonteCarlo, MonteCarloJudge, exact_error, use_exact
+from .estimators import MonteCarlo, MonteCarloJudge, exact_error, mean_and_se, run_cells, use_exact
 from .grids import GridSpec, describe_grid, grid_factory
 from .methods import DEFAULT_METHODS, study_methods
 from .results import StudyResult
@@ -42,6 +45,15 @@ def convergence_study(target, methods: Sequence = DEFAULT_METHODS,
     Orders come from :func:`diffsde.orders.order_fit` (least squares in log-log, Student-t
     interval at ``confidence``) and are listed with the order each method declares.
 
+    Across processes: under an initialised torch.distributed process group (``torchrun``,
+    :mod:`diffsde.distributed.world`) the independent cells, one per (method, n) plus one per
+    floor draw when a row is Monte Carlo, are dealt round-robin over the ranks
+    (:func:`diffsde.studies.estimators.run_cells`), and every rank returns the result one
+    process gives: every field equal, floats bit for bit (same hardware and thread counts).
+    The cells scale; one cell (a method at one n, all its repeats) always runs on one rank,
+    so the slowest cell bounds the time, and exact cells cost far less than Monte Carlo ones.
+    Every rank must get the same arguments.
+
     Args:
         target: GaussianScore, GaussianMixtureScore or a toy with an exact score.
         methods: method specs (:func:`diffsde.studies.resolve_method`).
@@ -62,14 +74,17 @@ def convergence_study(target, methods: Sequence = DEFAULT_METHODS,
         order, order_se, order_ci_low, order_ci_high, fit_points); meta (settings, floor).
 
     Raises:
-        ValueError / TypeError: unknown method or option, bad ns, grid, t_min, T, prior or
-            estimator; a target without an exact score.
+        ValueError / TypeError: unknown method or option, bad ns, grid, t_min, T, prior,
+            estimator or confidence; a target without an exact score (before any run).
+        DistributedError: the ranks were given different settings, or another rank failed.
     """
     exact = exact_target(target)
     specs = study_methods(methods)
     ns = check_ns(ns, 3)
     check_choice(prior, "prior", PRIORS)
     check_choice(estimator, "estimator", ESTIMATORS)
+    if isinstance(confidence, bool) or not isinstance(confidence, Real) or not 0 < confidence < 1:
+        raise ValueError(f"confidence must be a number in (0, 1), got {confidence!r}")  # as order_fit, before any run
     settings = monte_carlo if monte_carlo is not None else MonteCarlo()
     make_grid = grid_factory(grid, t_min, T)
     grids = {n: make_grid(n) for n in ns}  # every grid is built (and checked) before any run
@@ -78,25 +93,31 @@ def convergence_study(target, methods: Sequence = DEFAULT_METHODS,
         raise ValueError(f"the Monte Carlo estimate needs error bars: monte_carlo.repeats must be >= 2, "
                          f"got {settings.repeats}")
     judge = MonteCarloJudge(exact, settings)
-    floor = judge.floor(float(t_min)) if not all(exact_for.values()) else None
+    with_floor = not all(exact_for.values())
+    check_same({"methods": [spec.label for spec in specs], "ns": ns, "steps": [grids[n].n for n in ns],
+                "t_end": [grids[n].t_min for n in ns], "T": grids[ns[0]].T, "t_min": float(t_min),
+                "prior": prior, "estimator": estimator, "confidence": confidence,
+                "monte_carlo": settings.describe()}, "convergence_study settings")
+
+    # The cells: the floor's draws (when a Monte Carlo row needs it), then one per (method, n).
+    floor_cells = judge.floor_cells(float(t_min)) if with_floor else []
+    values = run_cells(floor_cells + [functools.partial(_measure, judge, exact, spec, grids[n], prior,
+                                                        exact_for[spec.label])
+                                      for spec in specs for n in ns])
+    floor = mean_and_se(values[:len(floor_cells)]) if with_floor else None
+    results = iter(values[len(floor_cells):])
 
     rows, summary = [], []
     for spec in specs:
         method_rows = []
         for n in ns:
             time_grid = grids[n]
-            t_end = time_grid.t_min
-            if exact_for[spec.label]:
-                error = exact_error(spec, exact, exact, time_grid, prior, t_end)
-                nfe = None if spec.score_evals is None else spec.score_evals * time_grid.n
-                measured = {"nfe": nfe, "estimator": "exact", "error": error,
-                            "error_se": 0.0, "above_floor": None}
-            else:
-                result = judge.run(exact, spec, time_grid, prior, t_end)
-                above = result["error"] - 2 * result["error_se"] > floor[0] + 2 * floor[1]
-                measured = {"nfe": result["nfe"], "estimator": "monte_carlo", "error": result["error"],
-                            "error_se": result["error_se"], "above_floor": bool(above)}
-            method_rows.append({"method": spec.label, "n": n, "steps": time_grid.n, "t_end": t_end, **measured})
+            measured = next(results)
+            if measured["estimator"] == "monte_carlo":
+                above = measured["error"] - 2 * measured["error_se"] > floor[0] + 2 * floor[1]
+                measured["above_floor"] = bool(above)
+            method_rows.append({"method": spec.label, "n": n, "steps": time_grid.n, "t_end": time_grid.t_min,
+                                **measured})
         rows += method_rows
         fitted = [row for row in method_rows if row["above_floor"] is not False and row["error"] > 0]
         if len(fitted) >= 2:
@@ -111,3 +132,16 @@ def convergence_study(target, methods: Sequence = DEFAULT_METHODS,
             "monte_carlo": settings.describe() if floor is not None else None,
             "floor": None if floor is None else {"mean": floor[0], "se": floor[1]}}
     return StudyResult("convergence", rows, summary, meta)
+
+
+def _measure(judge: MonteCarloJudge, exact, spec, time_grid, prior: str, exact_estimator: bool) -> dict:
+    """One cell of the study: a method's error on one grid, as plain data (nfe, estimator,
+    error, error_se, above_floor: None here, set against the floor once every cell is in)."""
+    t_end = time_grid.t_min
+    if exact_estimator:
+        error = exact_error(spec, exact, exact, time_grid, prior, t_end)
+        nfe = None if spec.score_evals is None else spec.score_evals * time_grid.n
+        return {"nfe": nfe, "estimator": "exact", "error": error, "error_se": 0.0, "above_floor": None}
+    result = judge.run(exact, spec, time_grid, prior, t_end)
+    return {"nfe": result["nfe"], "estimator": "monte_carlo", "error": result["error"],
+            "error_se": result["error_se"], "above_floor": None}

@@ -11,19 +11,24 @@
 
 The two are different distances in d > 1 (SW2 <= W2; equal in 1-D), so compare values
 within one estimator, and orders across them.
+
+A study's measurements are independent cells; :func:`run_cells` spreads them over the ranks of
+a torch.distributed process group, with the same result as one process.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 from dataclasses import dataclass
 from numbers import Integral
-from typing import Sequence, Union
+from typing import Any, Callable, Sequence, Union
 
 import torch
 from torch import Tensor
 
+from ..distributed.world import map_cells
 from ..exact_law import exact_output_law
 from ..metrics import gaussian_w2, sliced_wasserstein
 from ..samplers import sample
@@ -31,7 +36,7 @@ from ..schedules import TimeGrid
 from ..scores import GaussianMixtureScore, GaussianScore
 from ..samplers import Sampler
 
-__all__ = ["MonteCarlo", "MonteCarloJudge", "exact_error", "use_exact"]
+__all__ = ["MonteCarlo", "MonteCarloJudge", "exact_error", "use_exact", "run_cells"]
 
 
 @dataclass(frozen=True)
@@ -148,16 +153,23 @@ class MonteCarloJudge:
         error, error_se = mean_and_se(errors)
         return {"error": error, "error_se": error_se, "nfe": nfe, "wall_time_s": float(statistics.median(walls))}
 
+    def floor_draw(self, t: float, draw: int) -> float:
+        """One pair behind the floor: the metric between an exact sample set of p_t (seed
+        ``seed + 2_000_003 + draw``) and the reference samples of repeat ``draw``."""
+        s = self.settings
+        gen = self._generator(s.seed + 2_000_003 + draw)
+        other = self.exact.sample(s.n_samples, t, generator=gen, device=self.device, dtype=s.dtype)
+        return self.distance(other, self.reference(t, draw))
+
     def floor(self, t: float) -> tuple[float, float]:
         """The metric between two independent exact sample sets of p_t: the estimator's floor,
-        (mean, standard error) over ``settings.floor_draws`` independent pairs."""
-        s = self.settings
-        values = []
-        for repeat in range(s.floor_draws):
-            gen = self._generator(s.seed + 2_000_003 + repeat)
-            other = self.exact.sample(s.n_samples, t, generator=gen, device=self.device, dtype=s.dtype)
-            values.append(self.distance(other, self.reference(t, repeat)))
-        return mean_and_se(values)
+        (mean, standard error) over ``settings.floor_draws`` independent pairs (:meth:`floor_draw`)."""
+        return mean_and_se([self.floor_draw(t, draw) for draw in range(self.settings.floor_draws)])
+
+    def floor_cells(self, t: float) -> list[Callable[[], float]]:
+        """The floor's draws as cells for :func:`run_cells`; :func:`mean_and_se` of their values
+        is :meth:`floor`."""
+        return [functools.partial(self.floor_draw, t, draw) for draw in range(self.settings.floor_draws)]
 
 
 def use_exact(estimator: str, exact, score, method: Sampler) -> bool:
@@ -173,3 +185,28 @@ def use_exact(estimator: str, exact, score, method: Sampler) -> bool:
                          f"exact output law (fixed-step; pc with a numeric step_size); {method.label!r} on "
                          f"{exact!r} with {type(score).__name__} does not qualify (use 'auto' or 'monte_carlo')")
     return possible and estimator != "monte_carlo"
+
+
+def _call(cell: Callable[[], Any]) -> Any:
+    return cell()
+
+
+def run_cells(cells: Sequence[Callable[[], Any]]) -> list:
+    """``[cell() for cell in cells]``: a study's independent cells (zero-argument callables
+    returning plain data), dealt round-robin over the ranks of the default process group and
+    merged in order on every rank by :func:`diffsde.distributed.world.map_cells`; a plain loop
+    in this process when no group is initialised.
+
+    Every cell draws its random numbers from its own seeds only (:class:`MonteCarloJudge`: the
+    repeat's seeds, the floor draw's seed, the fixed projections; no global generator), and the
+    caches it reads (exact references per (t, repeat), a score's per-time constants) hold values
+    that do not depend on which cells ran before, so a cell returns the same floats on any rank
+    as in a serial run, provided the ranks compute as the single process does (same hardware,
+    library build and intra-op thread count: torch's CPU reductions may round differently with
+    another thread count). Only whole cells are shared out: a cell is never split, and each
+    rank draws the reference samples its own cells need, so those draws repeat across ranks.
+    A cell that raises stops its rank; the others stop with
+    :class:`diffsde.distributed.world.DistributedError` at the merge (at the latest after the
+    group's timeout).
+    """
+    return map_cells(_call, cells)

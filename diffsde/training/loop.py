@@ -1,9 +1,12 @@
 """The training loop: one explicit generator, Adam with warm-up and cosine decay, an EMA of the
 weights, periodic atomic checkpoints and bit-exact resume, and a stop with
-:class:`TrainingDivergedError` when the loss or the weights stop being finite."""
+:class:`TrainingDivergedError` when the loss or the weights stop being finite. Under a
+torch.distributed process group the same loop runs data-parallel
+(:mod:`diffsde.distributed.training`)."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 from dataclasses import dataclass, field
@@ -15,12 +18,13 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .._checks import check_bool, check_int
+from ..distributed.training import DataParallel, generator_fingerprint
 from ..parametrizations import EpsilonScore
 from ..protocols import declared_dim
 from . import checkpoints
 from ._memory import TRAINING_COPIES, check_fits
 from .config import TrainConfig
-from .data import TIME_SAMPLERS, make_batches
+from .data import TIME_SAMPLERS, IteratedBatches, make_batches
 from .loss import eps_loss
 
 __all__ = ["TrainState", "TrainResult", "train", "TrainingDivergedError"]
@@ -131,7 +135,90 @@ def train(model: nn.Module, data: Any, config: TrainConfig | None = None, *, dev
         During training: :class:`TrainingDivergedError`, naming the first step whose loss is NaN or
         infinite (losses are read every 50 steps and before each checkpoint) or after which a weight is
         (read before each checkpoint and at the end); no checkpoint is written from that point on.
+
+    Under a process group (``torch.distributed`` initialised, e.g. by torchrun and
+    :func:`diffsde.distributed.world.init_from_env`) the run is data-parallel over its W ranks with
+    ``torch.nn.parallel.DistributedDataParallel`` (DDP; gloo on the CPU, NCCL on CUDA, each rank
+    passing its own ``device``, e.g. ``cuda:LOCAL_RANK``; see
+    https://pytorch.org/docs/stable/generated/torch.nn.parallel.DistributedDataParallel.html).
+    Without one, nothing in this paragraph applies and torch.distributed is never called.
+
+    - The global batch is ``config.batch_size`` rows (for an iterable, each batch's B), which must
+      be a multiple of W. Every rank draws the WHOLE global batch as above (x0, t, ε from the same
+      generator: ``config.seed`` or the given generator, whose state must agree) and trains on its
+      own rows [r·B/W, (r + 1)·B/W). DDP averages the gradients of the ranks' local mean losses,
+      which is the gradient of the global mean, so a W-rank run equals the one-process run with the
+      same config within float32 round-off, whatever W. Streams derived from each rank's index
+      would instead make the weights depend on W; drawing B rows rather than B/W costs little next
+      to the network.
+    - ``losses`` are the global batch's: the ranks' losses averaged (one all-reduce per 50 steps and
+      per checkpoint), so a divergence stops every rank at the same step.
+    - Rank 0's initial weights are broadcast by DDP; the weights and the EMA then stay the same on
+      every rank. ``TrainResult.model`` / ``ema_model`` are the plain modules, not the DDP wrapper;
+      with ``compile_model`` the compiled module is wrapped.
+    - Rank 0 alone writes checkpoints, to its ``checkpoint_path``; every rank waits for each write.
+      Every rank checks its own ``checkpoint_path`` (which may be spelled differently on each, e.g.
+      another mount point) and, with ``resume``, reads it: it must then be the same file, on a file
+      system all ranks share. Resume is bit-exact for the same world size (bit for bit on the CPU).
+    - Every rank must be given the same config, seed or generator state, model architecture, data
+      (each rank reads all of it), ``checkpoint_every`` and ``resume``, and a ``checkpoint_path`` or
+      none; these are compared before the first step (with ``resume``, after reading the checkpoint).
+
+    Raises under a group (besides the above, on every rank alike): ValueError for a batch that W does
+        not divide; :class:`~diffsde.distributed.world.DistributedError` when those arguments differ
+        between ranks, when another rank's checks failed before the first step (that rank raises its
+        own error), or when another rank fails or stops answering mid-run (after the group's timeout).
     """
+    parallel = DataParallel.of_world()  # None without a process group: torch.distributed is then untouched
+    try:
+        state, device, batches, times, parameters, path = _prepare(model, data, config, device, generator,
+                                                                   checkpoint_path, checkpoint_every, resume, parallel)
+    except Exception as err:
+        if parallel is not None:
+            parallel.agree(None, err)  # the other ranks stop too, naming this rank's error
+        raise
+    config, forward = state.config, torch.compile(model) if compile_model else model
+    if parallel is not None:
+        parallel.agree(_settings(state, data, path, checkpoint_every, resume, compile_model))
+        forward = parallel.wrap(forward, model, state.ema_model, state.step)
+
+    main = parallel is None or parallel.rank == 0
+    bar = tqdm(total=config.steps, initial=state.step, disable=not (progress and main), desc="train", leave=False)
+    start, recent = state.step, torch.zeros(config.steps, device=device)
+    saved = state.step if resume else None  # the step of the checkpoint now at `path`
+    try:
+        while state.step < config.steps:
+            with contextlib.nullcontext() if parallel is None else parallel.collectives(f"step {state.step}"):
+                recent[state.step] = _step(state, forward, batches, times, parameters, parallel)
+            state.step += 1
+            if state.step % _REFRESH == 0 or state.step == config.steps:
+                _flush_losses(state, recent, start, parallel)
+                bar.update(state.step - bar.n)
+                bar.set_postfix(loss=f"{float(state.losses[max(0, state.step - _REFRESH):state.step].mean()):.4f}")
+            if path is not None and (state.step == config.steps or
+                                     (checkpoint_every is not None and state.step % checkpoint_every == 0)):
+                _flush_losses(state, recent, start, parallel)
+                _check_finite_weights(state)
+                if parallel is None:
+                    checkpoints.save_checkpoint(path, state)
+                else:  # rank 0 writes; the others wait for it (and stop if it failed)
+                    parallel.on_main(lambda: checkpoints.save_checkpoint(path, state),
+                                     f"the write of the checkpoint of step {state.step}")
+                saved = state.step
+        _flush_losses(state, recent, start, parallel)
+        _check_finite_weights(state)
+    except TrainingDivergedError as err:
+        kept = ("" if path is None else f"; no checkpoint was written to {str(path)!r}" if saved is None
+                else f"; {str(path)!r} keeps the checkpoint of step {saved}, written while everything was finite")
+        raise TrainingDivergedError(f"{err}{kept}", err.step, err.losses) from None
+    finally:
+        bar.close()
+    return TrainResult(model, state.ema_model, state.losses.clone(), config)
+
+
+def _prepare(model, data, config, device, generator, checkpoint_path, checkpoint_every, resume, parallel):
+    """Every check of :func:`train`'s arguments, then the state before the first step (restored
+    from the checkpoint with ``resume``): (state, device, batches, times, parameters, path)."""
     config = TrainConfig() if config is None else config
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
@@ -152,6 +239,8 @@ def train(model: nn.Module, data: Any, config: TrainConfig | None = None, *, dev
                          f"{getattr(generator, 'device', type(generator).__name__)}")
     dtype = parameters[0].dtype
     batches = make_batches(data, dim, config.batch_size, device, dtype)
+    if parallel is not None and not isinstance(batches, IteratedBatches):  # an iterable's batches: checked per step
+        parallel.check_batch_size(config.batch_size)
     times = TIME_SAMPLERS[config.time_sampling](config, device, dtype)
     weight_bytes = sum(p.numel() * p.element_size() for p in parameters)
     check_fits(TRAINING_COPIES * weight_bytes, device, f"training a {type(model).__name__} of {weight_bytes:,} bytes "
@@ -161,45 +250,36 @@ def train(model: nn.Module, data: Any, config: TrainConfig | None = None, *, dev
     if resume:
         checkpoints.load_checkpoint(path, map_location=device).restore(state)
         batches.skip(state.step)
-    forward = torch.compile(model) if compile_model else model
-
-    bar = tqdm(total=config.steps, initial=state.step, disable=not progress, desc="train", leave=False)
-    start, recent = state.step, torch.zeros(config.steps, device=device)
-    saved = state.step if resume else None  # the step of the checkpoint now at `path`
-    try:
-        while state.step < config.steps:
-            recent[state.step] = _step(state, forward, batches, times, parameters)
-            state.step += 1
-            if state.step % _REFRESH == 0 or state.step == config.steps:
-                _flush_losses(state, recent, start)
-                bar.update(state.step - bar.n)
-                bar.set_postfix(loss=f"{float(state.losses[max(0, state.step - _REFRESH):state.step].mean()):.4f}")
-            if path is not None and (state.step == config.steps or
-                                     (checkpoint_every is not None and state.step % checkpoint_every == 0)):
-                _flush_losses(state, recent, start)
-                _check_finite_weights(state)
-                checkpoints.save_checkpoint(path, state)
-                saved = state.step
-        _flush_losses(state, recent, start)
-        _check_finite_weights(state)
-    except TrainingDivergedError as err:
-        kept = ("" if path is None else f"; no checkpoint was written to {str(path)!r}" if saved is None
-                else f"; {str(path)!r} keeps the checkpoint of step {saved}, written while everything was finite")
-        raise TrainingDivergedError(f"{err}{kept}", err.step, err.losses) from None
-    finally:
-        bar.close()
-    return TrainResult(model, state.ema_model, state.losses.clone(), config)
+    return state, device, batches, times, parameters, path
 
 
-def _step(state: TrainState, forward: nn.Module, batches, times, parameters: list) -> Tensor:
-    """One optimizer step; returns the detached minibatch loss. Draws x0, then t, then ε."""
+def _settings(state: TrainState, data: Any, path: Path | None, checkpoint_every: int | None, resume: bool,
+              compile_model: bool) -> dict:
+    """What every rank of a distributed run must have in common (compared before the first step)."""
+    parameters = list(state.model.parameters())
+    return {**{f"config.{name}": value for name, value in state.config.to_dict().items()},
+            "generator state": generator_fingerprint(state.generator), "step": state.step,
+            "model": f"{type(state.model).__name__} of {sum(p.numel() for p in parameters):,} parameters in "
+                     f"{len(parameters)} tensors, {parameters[0].dtype} on {parameters[0].device.type}",
+            "data": f"{type(data).__name__}{tuple(data.shape) if isinstance(data, Tensor) else ''}",
+            "checkpoint_path given": path is not None, "checkpoint_every": checkpoint_every,
+            "resume": resume, "compile_model": compile_model}
+
+
+def _step(state: TrainState, forward: nn.Module, batches, times, parameters: list,
+          parallel: DataParallel | None) -> Tensor:
+    """One optimizer step; returns the detached minibatch loss. Draws x0, then t, then ε (the whole
+    global batch; under a process group this rank then keeps its own rows of each)."""
     step, config, generator = state.step, state.config, state.generator
     x0 = batches.next(generator, step)
     t = times(x0.shape[0], generator)
     noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    if parallel is not None:
+        rows = parallel.rows(x0.shape[0], step)
+        x0, t, noise = x0[rows], t[rows], noise[rows]
     loss = eps_loss(forward, x0, t, noise)
     state.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    loss.backward()  # under a process group DDP averages the gradients over the ranks here
     if config.grad_clip is not None:
         nn.utils.clip_grad_norm_(parameters, config.grad_clip)
     state.optimizer.step()
@@ -211,10 +291,13 @@ def _step(state: TrainState, forward: nn.Module, batches, times, parameters: lis
 _REFRESH = 50  # progress-bar refresh interval (steps); losses leave the device only then
 
 
-def _flush_losses(state: TrainState, recent: Tensor, start: int) -> None:
+def _flush_losses(state: TrainState, recent: Tensor, start: int, parallel: DataParallel | None) -> None:
     """Copy the losses of steps start..step-1, computed on the device, into the CPU history
     (one synchronisation; earlier ones came from the checkpoint), and stop at the first that is
-    not finite."""
+    not finite. Under a process group the new losses are first averaged over the ranks (one
+    all-reduce), so every rank records, and stops at, the same global-batch losses."""
+    if parallel is not None:
+        parallel.average_losses(recent, state.step)
     state.losses[start:state.step] = recent[start:state.step].to("cpu", torch.float32)
     finite = torch.isfinite(state.losses[start:state.step])
     if not bool(finite.all()):
