@@ -15,6 +15,7 @@ import contextlib
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -23,7 +24,7 @@ import torch
 from ._output import OutputFolder, OutputFolderError
 from .distributed.world import all_gather_objects, init_from_env, under_launcher, world
 
-__all__ = ["SCALED_COMMANDS", "process_group", "rank_label", "output_folder"]
+__all__ = ["SCALED_COMMANDS", "process_group", "rank_label", "output_folder", "let_rank_0_report"]
 
 #: The commands that spread their work over torchrun's processes.
 SCALED_COMMANDS = ("sample", "compare", "converge", "train")
@@ -34,6 +35,22 @@ def rank_label() -> str:
     else the empty string."""
     rank = os.environ.get("RANK", "0") if under_launcher() else "0"
     return "" if rank == "0" else f" (rank {rank})"
+
+
+#: Seconds a failing rank other than 0 waits before it exits (see :func:`let_rank_0_report`).
+REPORT_GRACE_S = 3.0
+
+
+def let_rank_0_report() -> None:
+    """On a failing rank other than 0 of a torchrun launch, wait a moment before reporting and exiting.
+
+    torchrun stops every process as soon as one exits with an error, so a refusal that every rank
+    reaches at once (an existing output folder, settings that differ between ranks) would often
+    reach the user from rank 1 alone, with rank 0's own message cut off. Waiting lets rank 0 report
+    and exit first (torchrun then ends this wait: one line for the user); a rank that fails alone
+    reports after the wait, and rank 0 then stops with the lost connection."""
+    if rank_label():
+        time.sleep(REPORT_GRACE_S)
 
 
 @contextlib.contextmanager

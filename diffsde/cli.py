@@ -37,7 +37,7 @@ from . import __version__, commands, toys
 from . import _arguments as arg
 from ._process import describe_stop, exit_status, stop_signals_raise
 from ._resources import allocation_failure
-from ._torchrun import process_group, rank_label
+from ._torchrun import let_rank_0_report, process_group, rank_label
 from .commands import CliError
 from .distributed.world import DEFAULT_TIMEOUT_S, DistributedError
 from .demo import DEMO_T_MIN, SMALL_SIZES, DemoSettings
@@ -271,7 +271,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = allocation_failure(err)
         if message is None and not isinstance(err, USER_ERRORS):
             raise  # not the user's doing: keep the traceback
-        print(f"{command}: error: {message or ' '.join(str(err).split()) or type(err).__name__}", file=sys.stderr)
+        let_rank_0_report()
+        sys.stderr.write(f"{command}: error: {message or ' '.join(str(err).split()) or type(err).__name__}\n")
         return 2
 
 

@@ -58,18 +58,24 @@ LOG_FLOOR = -80.0
 # Numbers in the widest (width x rows) temporary of one chunk, on any device: 2^24 (64 MiB in float32)
 # bounds what a call needs however large N, K and d are.
 _CHUNK_ELEMENTS = 2 ** 24
-# Per device type, for the "shared" form: 2^17 float32 = 512 KiB, a quarter of this Xeon's 2 MiB L2 per
-# core, measured 15% faster than one piece at N = 1e6 (the "general" form measured fastest unchunked).
-_CACHE_CHUNK_ELEMENTS = {"cpu": 2 ** 17}
+# Per device type, for the "shared" form: 2^18 float32 = 1 MiB, half this Xeon's 2 MiB L2 per core,
+# measured 15% faster than one piece at N = 1e6 (2^17 measured the same); at K + d <= 16 a sampler's
+# chunk of 2^14 rows (diffsde.samplers.chunks) is one piece. (The "general" form measured fastest unchunked.)
+_CACHE_CHUNK_ELEMENTS = {"cpu": 2 ** 18}
 _MIN_CHUNK_ROWS = 512
+_ROW_BLOCK = 128
 
 
 def chunk_rows(x: Tensor, width: int, cache_sized: bool = False) -> int:
-    """Rows per chunk for a call on ``x`` (M, d) whose temporaries are ``width`` numbers a row."""
+    """Rows per chunk for a call on ``x`` (M, d) whose temporaries are ``width`` numbers a row: a
+    multiple of 128, so a row's result does not depend on how many rows follow it (torch's CPU
+    reductions over the components take a different summation order in a chunk's last columns when
+    its length is not a multiple of the vector block; :mod:`diffsde.samplers.chunks` pads its
+    batches to multiples of 128 for the same reason)."""
     budget = _CHUNK_ELEMENTS
     if cache_sized:
         budget = min(budget, _CACHE_CHUNK_ELEMENTS.get(x.device.type, budget))
-    return max(_MIN_CHUNK_ROWS, budget // max(width, 1))
+    return max(_MIN_CHUNK_ROWS, budget // max(width, 1) // _ROW_BLOCK * _ROW_BLOCK)
 
 
 def normalised_exp_(logits: Tensor, dim: int) -> tuple[Tensor, Tensor]:

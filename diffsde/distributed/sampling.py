@@ -18,7 +18,7 @@ from typing import Any, Callable, Union
 import torch
 from torch import Tensor
 
-from ..samplers.chunks import CHUNK_ROWS, chunk_count, chunk_rows_of
+from ..samplers.chunks import CHUNK_ROWS, check_counter_range, chunk_count, chunk_rows_of
 from ..samplers.loop import checked_run, checked_start, chunk_start, is_seed, run_info, sample_chunks
 from ..schedules import BetaSchedule
 from .world import _collective, all_gather_objects, check_same, shard_range, world
@@ -51,7 +51,7 @@ class ShardedSample:
         rank must call it. Rank ``dst`` then holds the whole set: use the reductions for sets that
         do not fit one process."""
         current = world()
-        if not current.distributed:
+        if current.size == 1:
             return self.x
         counts = [len(rows) for rows in all_gather_objects(self.rows, "the gather of the sample sizes")]
         longest = max(counts)
@@ -94,6 +94,7 @@ def sample(score: Callable, method: Union[str, Any], schedule: BetaSchedule | No
     sampler, time_grid = checked_run(score, method, schedule, grid, t_min, exact_times, final, prior, x_T,
                                      check_every, options)
     x_T, n, d, device, dtype = checked_start(score, n_samples, x_T, int(seed), prior, device, dtype, dim)
+    check_counter_range(n, time_grid.n, sampler.noise_draws)
     current = world()
     if n < current.size:
         raise ValueError(f"n_samples = {n} is smaller than the world size {current.size}: give every rank at least "
@@ -102,7 +103,7 @@ def sample(score: Callable, method: Union[str, Any], schedule: BetaSchedule | No
                 "options": sorted((key, repr(value)) for key, value in sampler.options.items()),
                 "times": time_grid.times.tolist(), "prior": prior, "final": final, "dtype": str(dtype),
                 "device": device.type, "x_T": None if x_T is None else float(x_T.double().sum())},
-               "sampling settings (seed, n_samples, method, grid, prior, final, dtype, device, x_T)")
+               "sampling settings")
     count = chunk_count(n)
     chunks = shard_range(count, current.rank, current.size)
     started = time.perf_counter()

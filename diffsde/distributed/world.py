@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import reprlib
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
@@ -134,9 +135,9 @@ def _collective(what: str) -> Iterator[None]:
 
 def all_gather_objects(value: Any, what: str = "a gather") -> list:
     """Every rank's ``value`` (any picklable object), in rank order, on every rank ([value] alone
-    when not distributed)."""
+    in a world of one, with or without a process group)."""
     current = world()
-    if not current.distributed:
+    if current.size == 1:
         return [value]
     gathered: list = [None] * current.size
     with _collective(what):
@@ -145,18 +146,18 @@ def all_gather_objects(value: Any, what: str = "a gather") -> list:
 
 
 def all_reduce_sum(tensor: Tensor, what: str = "a sum") -> Tensor:
-    """``tensor`` summed over the ranks, in place, and returned (unchanged when not distributed).
+    """``tensor`` summed over the ranks, in place, and returned (unchanged in a world of one).
     The sum's order of additions is the backend's; float sums can differ from a serial sum in the
     last bits, integer sums cannot."""
-    if world().distributed:
+    if world().size > 1:
         with _collective(what):
             torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.SUM)
     return tensor
 
 
 def barrier(what: str = "a barrier") -> None:
-    """Wait until every rank reaches this point (nothing when not distributed)."""
-    if world().distributed:
+    """Wait until every rank reaches this point (nothing in a world of one)."""
+    if world().size > 1:
         with _collective(what):
             torch.distributed.barrier()
 
@@ -165,10 +166,28 @@ def check_same(value: Any, name: str) -> None:
     """Refuse (:class:`DistributedError`, on every rank) a setting that differs between ranks,
     e.g. a seed or a sample count given differently to each process."""
     values = all_gather_objects(value, f"the check that every rank has the same {name}")
-    if any(other != values[0] for other in values):
-        listing = ", ".join(f"rank {rank}: {other!r}" for rank, other in enumerate(values))
-        raise DistributedError(f"inconsistent world settings: {name} differs between ranks ({listing}); "
-                               f"every rank must be given the same {name}")
+    if all(other == values[0] for other in values):
+        return
+    if all(isinstance(other, dict) for other in values):  # name the entries that differ, not the whole dict
+        values = [_flat(other) for other in values]
+        keys = sorted({key for other in values for key in other}, key=str)
+        differing = [key for key in keys if any(other.get(key) != values[0].get(key) for other in values)]
+        listing = "; ".join(f"{key}: " + ", ".join(f"rank {rank}: {reprlib.repr(other.get(key))}"
+                                                   for rank, other in enumerate(values)) for key in differing)
+        raise DistributedError(f"inconsistent world settings: the {name} differ between ranks in "
+                               f"{', '.join(map(str, differing))} ({listing}); every rank must be given the same")
+    listing = ", ".join(f"rank {rank}: {reprlib.repr(other)}" for rank, other in enumerate(values))
+    raise DistributedError(f"inconsistent world settings: {name} differs between ranks ({listing}); "
+                           f"every rank must be given the same {name}")
+
+
+def _flat(settings: dict, prefix: str = "") -> dict:
+    """Nested dicts as one level of dotted keys ({"a": {"b": 1}} -> {"a.b": 1})."""
+    flat = {}
+    for key, value in settings.items():
+        name = f"{prefix}{key}"
+        flat.update(_flat(value, f"{name}.") if isinstance(value, dict) else {name: value})
+    return flat
 
 
 def map_cells(function: Callable[[Any], Any], cells: Sequence) -> list:
@@ -178,7 +197,7 @@ def map_cells(function: Callable[[Any], Any], cells: Sequence) -> list:
     serial one whatever the world size. A cell that raises stops its rank with that error; the
     other ranks then stop with :class:`DistributedError`."""
     current = world()
-    if not current.distributed:
+    if current.size == 1:
         return [function(cell) for cell in cells]
     mine = {index: function(cells[index]) for index in range(current.rank, len(cells), current.size)}
     merged: dict = {}

@@ -15,10 +15,10 @@ That bounds a run at 2^15 chunks (5.4e8 samples) and 2^17 - 1 draws per sample (
 A stream fills its rows with ``torch.randn`` of the chunk's numbers rounded up to a multiple of 16;
 on the CPU torch draws uniforms in order and transforms them 16 at a time, so the first r·d
 numbers do not depend on how many more are drawn (a test pins this); on CUDA the whole chunk is
-drawn and sliced. A partial chunk is padded with zero rows to a multiple of :data:`ROW_QUANTUM`
-rows (and its padding discarded), so torch's vectorised kernels take the same path for every
-real row whatever the chunk's size: bit-for-bit equal rows on the CPU for exact scores and
-networks (tested). Methods with an external loop (torchsde's solvers, adaptive ODE solvers)
+drawn and sliced. A partial chunk is padded to a multiple of :data:`ROW_QUANTUM` rows (the padding
+rows take the streams' next numbers, or zeros after a given x_T, and are discarded at the end), so
+torch's vectorised kernels take the same path for every real row whatever the chunk's size:
+bit-for-bit equal rows on the CPU for exact scores and networks (tested). Methods with an external loop (torchsde's solvers, adaptive ODE solvers)
 are equal across world sizes (a chunk is always the same rows) but their last partial chunk
 depends on n: torchsde's Brownian motion is drawn at the padded chunk's size, and an adaptive
 solver's step control reads every row of its batch.
@@ -33,13 +33,13 @@ from torch import Tensor
 
 from .progress import progress_bar
 
-__all__ = ["CHUNK_ROWS", "ROW_QUANTUM", "CounterNoise", "stream_seed", "chunk_count", "chunk_rows_of",
-           "run_chunks"]
+__all__ = ["CHUNK_ROWS", "ROW_QUANTUM", "CounterNoise", "stream_seed", "check_counter_range", "chunk_count",
+           "chunk_rows_of", "run_chunks"]
 
 #: Rows per chunk: the unit of randomness and of work. 2^14 rows of d = 2 float32 is 128 KiB: a chunk's
 #: state and temporaries stay in a CPU core's L2 cache.
 CHUNK_ROWS = 2 ** 14
-#: A partial chunk is padded with zero rows to a multiple of this many rows (see the module docstring).
+#: A partial chunk is padded to a multiple of this many rows (see the module docstring).
 ROW_QUANTUM = 128
 _CHUNK_BITS, _SLOT_BITS = 15, 17
 _MASK32, _MASK64 = 2 ** 32 - 1, 2 ** 64 - 1
@@ -57,13 +57,17 @@ def stream_seed(seed: int, chunk: int, slot: int) -> int:
     """The 32-bit generator seed of stream (seed, chunk, slot): for a fixed seed, a bijection of
     ``slot · 2^15 + chunk`` (xor, odd multiplications, xor-shifts and an addition mod 2^32 are each
     invertible), so distinct (chunk, slot) pairs never share a stream."""
+    return _keyed_stream(_splitmix64(int(seed)), chunk, slot)
+
+
+def _keyed_stream(keys: int, chunk: int, slot: int) -> int:
+    """:func:`stream_seed` with the seed's SplitMix64 keys computed once."""
     if not 0 <= chunk < 2 ** _CHUNK_BITS:
         raise ValueError(f"counter-based noise covers at most 2^{_CHUNK_BITS} chunks of {CHUNK_ROWS} rows "
                          f"({2 ** _CHUNK_BITS * CHUNK_ROWS:,} samples) per seed; chunk {chunk} is beyond")
     if not 0 <= slot < 2 ** _SLOT_BITS:
         raise ValueError(f"counter-based noise covers at most {2 ** _SLOT_BITS - 1} draws per sample; this run "
                          f"needs draw {slot} (fewer steps, or pass a torch.Generator)")
-    keys = _splitmix64(int(seed))
     x = ((slot << _CHUNK_BITS) | chunk) ^ (keys & _MASK32)
     x = (x * 0x9E3779B1) & _MASK32
     x ^= x >> 16
@@ -72,6 +76,12 @@ def stream_seed(seed: int, chunk: int, slot: int) -> int:
     x ^= x >> 13
     x = (x * 0xC2B2AE35) & _MASK32
     return x ^ (x >> 16)
+
+
+def check_counter_range(n_samples: int, steps: int, draws_per_step: int) -> None:
+    """Refuse, before any work, a run beyond the streams' index range (2^15 chunks, 2^17 - 1 draws per
+    sample: the start's and ``steps · draws_per_step``)."""
+    _keyed_stream(0, chunk_count(n_samples) - 1, steps * draws_per_step)
 
 
 def chunk_count(n_samples: int) -> int:
@@ -89,42 +99,48 @@ def _padded(rows: int) -> int:
 
 
 class CounterNoise:
-    """The noise of one chunk: step k's draw j is stream (seed, chunk, 1 + k·m + j)'s first
-    ``rows · d`` normals in the real rows, zeros in the padding rows.
+    """The noise of one chunk: step k's draw j is stream (seed, chunk, 1 + k·m + j)'s first normals,
+    row after row (the real rows', then the padding rows').
 
     Args:
         seed: the run's int seed in [0, 2^64).
         chunk: the chunk's index.
-        rows: its real rows (the state ``like`` passed to :meth:`draw` may have padding rows after them).
+        rows: its real rows (the state ``like`` passed to :meth:`draw` may have padding rows after them;
+            on CUDA a stream draws the whole chunk's numbers, whatever its rows, and is sliced).
     """
 
     def __init__(self, seed: int, chunk: int, rows: int):
         self.seed, self.chunk, self.rows = int(seed), chunk, rows
+        self._keys = _splitmix64(self.seed)
         self._generators: dict = {}
 
     def generator(self, device: torch.device, slot: int) -> torch.Generator:
         """A generator on ``device`` at the start of stream ``slot``."""
-        generator = self._generators.get(device.type)
+        generator = self._generators.get(device)
         if generator is None:
-            generator = self._generators[device.type] = torch.Generator(device=device)
-        return generator.manual_seed(stream_seed(self.seed, self.chunk, slot))
+            generator = self._generators[device] = torch.Generator(device=device)
+        return generator.manual_seed(_keyed_stream(self._keys, self.chunk, slot))
+
+    def _values(self, slot: int, rows: int, width: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+        """Stream ``slot``'s first ``rows · width`` normals, flat: a draw of that count rounded up to a
+        multiple of 16 (at least 16) on the CPU, of a whole chunk's ``CHUNK_ROWS · width`` on CUDA
+        (whose kernels lay draws out by size); sliced when longer."""
+        count = rows * width
+        drawn = max(16, -(-count // 16) * 16) if device.type == "cpu" else CHUNK_ROWS * width
+        values = torch.randn(drawn, generator=self.generator(device, slot), device=device, dtype=dtype)
+        return values if drawn == count else values[:count]
 
     def normals(self, slot: int, out: Tensor) -> Tensor:
-        """Fill ``out`` (rows, d), contiguous, with stream ``slot``'s normals and return it."""
-        count = out.numel()
-        generator = self.generator(out.device, slot)
-        drawn = max(16, -(-count // 16) * 16) if out.device.type == "cpu" else CHUNK_ROWS * out.shape[-1]
-        if drawn == count:
-            return torch.randn(count, generator=generator, out=out.view(-1)).view(out.shape)
-        values = torch.randn(drawn, generator=generator, device=out.device, dtype=out.dtype)
-        return out.copy_(values[:count].view(out.shape))
+        """Fill ``out`` (rows, d), contiguous, with stream ``slot``'s first normals and return it."""
+        return out.copy_(self._values(slot, out.shape[0], out.shape[1], out.device, out.dtype).view(out.shape))
 
     def draw(self, index: int, count: int, like: Tensor) -> Tensor:
-        """Step ``index``'s ``count`` draws, shape (count, *like.shape), like's device and dtype."""
-        out = like.new_zeros((count,) + tuple(like.shape))
-        for j in range(count):
-            self.normals(1 + index * count + j, out[j, :self.rows])
-        return out
+        """Step ``index``'s ``count`` draws, shape (count, *like.shape), like's device and dtype: each
+        the first normals of its stream, row after row, so the real rows' draws do not depend on the
+        padding rows after them (whose draws are discarded with them)."""
+        rows, width = like.shape
+        draws = [self._values(1 + index * count + j, rows, width, like.device, like.dtype) for j in range(count)]
+        return (draws[0] if count == 1 else torch.cat(draws)).view((count,) + tuple(like.shape))
 
     def brownian(self, times, first_index: int, dt: float, like: Tensor, levy: str):
         """A torchsde ``BrownianInterval`` over ``times`` for the chunk's padded rows, seeded by

@@ -24,7 +24,7 @@ from ..schedules import BetaSchedule, TimeGrid
 from .ends import PRIORS, check_final, denoise, tweedie_start
 from .errors import NonFiniteSampleError
 from .grids import GridLike, check_grid, resolve_grid
-from .chunks import CHUNK_ROWS, CounterNoise, chunk_count, run_chunks
+from .chunks import CHUNK_ROWS, CounterNoise, check_counter_range, chunk_count, run_chunks
 from .noise import GeneratorNoise
 from .progress import progress_bar
 from .registry import Sampler, resolve_method
@@ -263,6 +263,7 @@ def sample_chunks(sampler: Sampler, score: Score, grid: TimeGrid, chunks: range,
     def run(x: Tensor, noise: CounterNoise, chunk_progress: bool):
         return integrate(sampler, score, grid, x, noise, progress=chunk_progress, **run_options)
 
+    check_counter_range(n_samples, grid.n, sampler.noise_draws)
     with torch.no_grad():  # sampling never records an autograd graph (it would keep every step alive)
         return run_chunks(chunks, n_samples, seed, initial, run, progress, sampler.name)
 
@@ -374,23 +375,22 @@ def is_seed(generator: Any) -> bool:
 def chunk_start(score, time_grid: TimeGrid, x_T: Tensor | None, prior: str, dim: int, device: torch.device,
                 dtype: torch.dtype) -> Callable:
     """``start(chunk, noise, padded_rows)`` -> the chunk's starting state (padded_rows, d): its rows of
-    ``x_T``, or drawn from ``prior`` with the chunk's slot-0 stream (N(0, I) normals; an exact score's
-    ``sample`` of a whole chunk, sliced, since a mixture's draws are not prefixes of longer ones), then
-    zero padding rows. Half precision starts are drawn in float32 and rounded."""
+    ``x_T`` (then zero padding rows), or drawn from ``prior`` with the chunk's slot-0 stream (its first
+    normals; an exact score's ``sample`` of a whole chunk, sliced, since a mixture's draws are not
+    prefixes of longer ones). Half precision starts are drawn in float32 and rounded."""
     drawn_dtype = torch.float32 if dtype in HALF_DTYPES else dtype
 
     def start(chunk: int, noise: CounterNoise, padded_rows: int) -> Tensor:
-        rows = noise.rows
-        x = torch.zeros((padded_rows, dim), device=device, dtype=drawn_dtype)
         if x_T is not None:
-            first = chunk * CHUNK_ROWS
+            first, rows = chunk * CHUNK_ROWS, noise.rows
+            x = x_T.new_zeros((padded_rows, dim))
             x[:rows] = x_T[first:first + rows]
-        elif prior == "exact":
-            drawn = score.sample(CHUNK_ROWS, t=time_grid.T, generator=noise.generator(device, 0), device=device,
-                                 dtype=drawn_dtype)
-            x[:rows] = drawn[:rows]
+            return x
+        if prior == "exact":
+            x = score.sample(CHUNK_ROWS, t=time_grid.T, generator=noise.generator(device, 0), device=device,
+                             dtype=drawn_dtype)[:padded_rows]
         else:
-            noise.normals(0, x[:rows])
+            x = noise.normals(0, torch.empty((padded_rows, dim), device=device, dtype=drawn_dtype))
         return x if drawn_dtype == dtype else x.to(dtype)
 
     return start
