@@ -394,7 +394,7 @@ def test_cuda_is_refused_clearly_when_absent(capsys):
 ])
 def test_impossible_sizes_are_refused_before_allocating(argv, size, tmp_path, capsys, monkeypatch):
     # Issue 11, item 7: these reached the CLI as ~30-line allocator tracebacks (or the OOM killer).
-    for name in ("sample", "train_network", "compare_samplers", "alpha_bar_limit"):
+    for name in ("sharded_sample", "train_network", "compare_samplers", "alpha_bar_limit"):
         monkeypatch.setattr(commands, name, lambda *a, **k: pytest.fail("allocated although the size cannot fit"))
     status, _, err = run([*argv, "--out", tmp_path / "out"], capsys)
     assert_one_line_error(status, err)
@@ -407,7 +407,7 @@ def test_an_allocation_failure_is_one_line_naming_the_size(tmp_path, capsys, mon
         raise RuntimeError("[enforce fail at alloc_cpu.cpp:114] data. DefaultCPUAllocator: can't allocate memory: "
                            "you tried to allocate 12800000000 bytes. Error code 12 (Cannot allocate memory)")
 
-    monkeypatch.setattr(commands, "sample", fail)
+    monkeypatch.setattr(commands, "sharded_sample", fail)
     status, _, err = run(["sample", "--toy", "ring", "--exact", "--out", tmp_path / "s"], capsys)
     assert_one_line_error(status, err)
     assert "out of memory" in err and "12.8 GB" in err

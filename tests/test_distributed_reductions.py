@@ -17,7 +17,7 @@ import torch
 
 from _ranks import run_ranks
 from diffsde import metrics
-from diffsde.distributed import reductions
+from diffsde.distributed import reductions, sorting
 from diffsde.distributed.world import DistributedError
 
 N = 100
@@ -69,20 +69,20 @@ def _worker() -> dict:
     # The sort itself, on integer values (heavy ties): rank shares of each row, 3 rows.
     rows = torch.randint(0, 5, (3, N), generator=torch.Generator().manual_seed(4)).to(torch.float64)
     local = (rows[:, :SPLIT], rows[:, SPLIT:])[rank].sort(dim=1).values
-    out["sort"] = reductions._sample_sort(local, [SPLIT, N - SPLIT], "rows")
-    out["sort_empty"] = reductions._sample_sort((rows[:, :0], rows)[rank].sort(dim=1).values, [0, N], "rows")
+    out["sort"] = sorting.sample_sort(local, [SPLIT, N - SPLIT], "rows")
+    out["sort_empty"] = sorting.sample_sort((rows[:, :0], rows)[rank].sort(dim=1).values, [0, N], "rows")
     # All values equal: (value, global index) order still splits them evenly; the first exchange's sizes.
-    buckets, exchange = [], reductions._exchange
+    buckets, exchange = [], sorting._exchange
 
     def spy(outgoing, incoming, what):
         if what.startswith("the sort of"):
             buckets.append([sum(lengths[b] for lengths in incoming) for b in range(len(incoming[0]))])
         return exchange(outgoing, incoming, what)
 
-    reductions._exchange = spy
-    out["sort_ties"] = reductions._sample_sort(torch.zeros(3, (SPLIT, N - SPLIT)[rank], dtype=torch.float64),
+    sorting._exchange = spy
+    out["sort_ties"] = sorting.sample_sort(torch.zeros(3, (SPLIT, N - SPLIT)[rank], dtype=torch.float64),
                                                [SPLIT, N - SPLIT], "ties")
-    out["buckets"], reductions._exchange = buckets, exchange
+    out["buckets"], sorting._exchange = buckets, exchange
     bad = torch.tensor([[0.0, math.nan]], dtype=torch.float64)
     out["refusals"] = {
         "unequal": _refusal(lambda: reductions.sliced_wasserstein(xs, (y[:10], y[:0])[rank])),
@@ -146,7 +146,7 @@ def test_two_ranks_equal_the_gathered_metrics():
         assert torch.equal(torch.cat([r[key] for r in results], 1), rows.sort(dim=1).values), key
 
     assert torch.equal(torch.cat([r["sort_ties"] for r in results], 1), torch.zeros(3, N, dtype=torch.float64))
-    # Each bucket holds at most N/W + 2N/(8W) = 62.5 values (_sample_sort's bound), all of a row together N.
+    # Each bucket holds at most N/W + 2N/(8W) = 62.5 values (sample_sort's bound), all of a row together N.
     buckets = torch.tensor([r["buckets"] for r in results])  # (rank, call, row)
     assert int(buckets.max()) <= 62 and bool((buckets.sum(0) == N).all())
 

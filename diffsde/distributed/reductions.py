@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import builtins
 import hashlib
-from itertools import accumulate
 from typing import Any, Callable, NamedTuple, Sequence
 
 import torch
@@ -25,15 +24,14 @@ from torch import Tensor
 from .. import metrics
 from .._checks import check_int, check_real
 from ..metrics import ArrayLike, _matrix, _samples, _vector
-from .world import DistributedError, _collective, all_gather_objects, all_reduce_sum, world
+from .sorting import OVERSAMPLING, comm_device, sample_sort
+from .world import DistributedError, all_gather_objects, all_reduce_sum, world
 
 __all__ = ["Moments", "Histogram", "moments", "mean_error", "cov_error", "mode_counts", "mode_weights",
            "histogram", "sliced_wasserstein"]
 
 # Projections sorted together hold at most this many values per rank and sample set (32 MiB in float64).
 _BATCH_ELEMENTS = 1 << 22
-# Regular samples per rank and projection for the sort's splitters: this many times the world size.
-_OVERSAMPLING = 8
 # Rows binned at a time by histogram (on the CPU).
 _HISTOGRAM_ROWS = 1 << 20
 
@@ -57,13 +55,6 @@ class Histogram(NamedTuple):
 
 def _alone() -> bool:
     return world().size == 1
-
-
-def _comm_device() -> torch.device:
-    """Where tensor collectives run: the current CUDA device under NCCL, else the CPU (gloo)."""
-    if str(torch.distributed.get_backend()) == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
 
 
 def _digest(value: Tensor) -> str:
@@ -106,21 +97,6 @@ def _total(counts: list[int], name: str) -> int:
     if total == 0:
         raise ValueError(f"{name} must hold at least 1 sample over all ranks together, got 0")
     return total
-
-
-def _exchange(outgoing: list[list[Tensor]], incoming: list[list[int]], what: str) -> list[list[Tensor]]:
-    """One ``torch.distributed.all_to_all_single`` with uneven splits (gloo and NCCL both take it):
-    ``outgoing[t][b]`` (1-D) goes to rank t; ``incoming[s][b]`` values come from rank s, returned
-    as ``received[s][b]``. Tensors travel on the backend's device and come back on the senders'."""
-    origin = outgoing[0][0].device
-    device = _comm_device()
-    send = torch.cat([piece for pieces in outgoing for piece in pieces]).to(device)
-    received = torch.empty(sum(map(sum, incoming)), dtype=send.dtype, device=device)
-    with _collective(what):
-        torch.distributed.all_to_all_single(received, send, list(map(sum, incoming)),
-                                            [sum(piece.numel() for piece in pieces) for pieces in outgoing])
-    pieces = iter(torch.split(received.to(origin), [length for lengths in incoming for length in lengths]))
-    return [[next(pieces) for _ in lengths] for lengths in incoming]
 
 
 # -- moments ------------------------------------------------------------------------------
@@ -318,73 +294,11 @@ def histogram(x_local: ArrayLike, bins: int | Sequence[int] = 64, range: Sequenc
         chunk = x[start:start + _HISTOGRAM_ROWS].cpu()
         counts += torch.histogramdd(chunk, bins=counts_per_dim, range=span).hist.to(torch.int64)
     if not _alone():
-        counts = all_reduce_sum(counts.to(_comm_device()), "the histogram's counts").cpu()
+        counts = all_reduce_sum(counts.to(comm_device()), "the histogram's counts").cpu()
     return Histogram(counts, tuple(empty.bin_edges))
 
 
 # -- sliced Wasserstein -------------------------------------------------------------------
-
-def _sample_sort(rows: Tensor, sizes: list[int], what: str) -> Tensor:
-    """Rank r's share ``[N·r // W, N·(r+1) // W)`` of the order statistics of each global row.
-
-    ``rows`` (B, n_r) holds this rank's values of B rows, each sorted; ``sizes`` every rank's n_r.
-    Sorting by regular sampling (Shi & Schaeffer, "Parallel sorting by regular sampling", 1992;
-    Blelloch et al., "A comparison of sorting algorithms for the Connection Machine CM-2", 1991):
-    each rank contributes ``_OVERSAMPLING·W`` evenly spaced values per row, weighted by its n_r;
-    the gathered samples' weighted quantiles k/W (k = 1..W-1) split each row into W buckets, which
-    ``all_to_all_single`` delivers to the ranks and each rank sorts; a second exchange moves the
-    sorted buckets onto the canonical equal shares. Values are ordered by (value, global index), a
-    strict order, so ties cannot unbalance the buckets: each holds at most about
-    ``N/W + 2N/(_OVERSAMPLING·W)`` values. Only values move, so the shares are exact.
-    """
-    current = world()
-    rank, size = current.rank, current.size
-    batch, n = rows.shape
-    total = sum(sizes)
-    offsets = [0, *accumulate(sizes)]
-    per_rank = _OVERSAMPLING * size
-
-    def positions(count: int) -> Tensor:  # evenly spaced local indices of the regular samples
-        return (2 * torch.arange(per_rank) + 1) * count // (2 * per_rank)
-
-    picks = rows[:, positions(n).to(rows.device)].cpu() if n else torch.zeros(batch, per_rank, dtype=torch.float64)
-    values = torch.stack(all_gather_objects(picks, f"the splitters of {what}"), 1).reshape(batch, -1)
-    keys = torch.cat([offsets[r] + positions(sizes[r]) for r in range(size)])  # global indices, ascending
-    weights = torch.tensor(sizes).repeat_interleave(per_rank)
-    order = values.sort(dim=1, stable=True).indices  # stable: ties keep rank-major order, i.e. key order
-    cumulative = weights[order].cumsum(1) * size  # samples at or below each one, in units of N / (per_rank·W)
-    targets = (torch.arange(1, size) * per_rank * total).expand(batch, -1).contiguous()
-    chosen = order.gather(1, torch.searchsorted(cumulative, targets))  # (B, W - 1): the splitters
-    split_values, split_keys = values.gather(1, chosen).to(rows.device), keys[chosen].to(rows.device)
-    cuts = torch.zeros(batch, size - 1, dtype=torch.int64, device=rows.device)
-    if n:  # local values at or below each splitter (value, key): lower values, then ties by index
-        low = torch.searchsorted(rows, split_values)
-        high = torch.searchsorted(rows, split_values, right=True)
-        cuts = low + torch.minimum((split_keys - offsets[rank] + 1 - low).clamp(min=0), high - low)
-    bounds = torch.cat([torch.zeros(batch, 1, dtype=torch.int64), cuts.cpu(),
-                        torch.full((batch, 1), n, dtype=torch.int64)], 1)
-    counts = torch.stack(all_gather_objects(bounds.diff(dim=1), f"the bucket sizes of {what}"))  # (W, B, W)
-    edges = bounds.tolist()
-    received = _exchange([[rows[b, edges[b][t]:edges[b][t + 1]] for b in range(batch)] for t in range(size)],
-                         counts[:, :, rank].tolist(), f"the sort of {what}")
-    del rows  # freed here when the caller passed a temporary: memory stays near 4 copies of a share
-    buckets = [torch.cat([pieces[b] for pieces in received]).sort().values for b in range(batch)]
-    del received
-
-    starts = [[0, *accumulate(row)] for row in counts.sum(0).tolist()]  # (B, W + 1): buckets' global starts
-    share = [t * total // size for t in range(size + 1)]
-
-    def overlap(b: int, holder: int, owner: int) -> tuple[int, int]:
-        """(start, stop) of bucket ``holder``'s values of row b that fall in rank ``owner``'s share."""
-        first, last = starts[b][holder], starts[b][holder + 1]
-        low, high = max(first, share[owner]), min(last, share[owner + 1])
-        return low - first, max(low, high) - first
-
-    outgoing = [[buckets[b][slice(*overlap(b, rank, t))] for b in range(batch)] for t in range(size)]
-    incoming = [[stop - start for start, stop in (overlap(b, s, rank) for b in range(batch))] for s in range(size)]
-    received = _exchange(outgoing, incoming, f"the re-partition of {what}")
-    return torch.stack([torch.cat([pieces[b] for pieces in received]) for b in range(batch)])
-
 
 def sliced_wasserstein(x_local: ArrayLike, y_local: ArrayLike, n_projections: int = 128, p: float = 2.0,
                        generator: torch.Generator | None = None) -> float:
@@ -394,7 +308,7 @@ def sliced_wasserstein(x_local: ArrayLike, y_local: ArrayLike, n_projections: in
     directions θ as :mod:`diffsde.metrics` (the same draw from ``generator``, by default a CPU
     generator seeded with 0; it must give the same directions on every rank). With equal sizes
     ``W_p^p = (1/N) Σ_i |x_(i) - y_(i)|^p``: each projection of X and of Y is sorted across the
-    ranks by :func:`_sample_sort`, each rank sums its share of the order statistics, and the sums
+    ranks by :func:`diffsde.distributed.sorting.sample_sort`, each rank sums its share of the order statistics, and the sums
     are added with one all_reduce. Projections go ``_BATCH_ELEMENTS // max n_r`` at a time (at
     least one), so a rank holds O(n_r) values at once beyond its rows.
 
@@ -441,13 +355,13 @@ def sliced_wasserstein(x_local: ArrayLike, y_local: ArrayLike, n_projections: in
         raise ValueError(f"x and y must have the same global size N for the distributed sliced Wasserstein "
                          f"distance, got N = {total} for x_local and {sum(y_sizes)} for y_local")
     count = directions.shape[1]
-    batch = max(1, min(count, _BATCH_ELEMENTS // max(*x_sizes, *y_sizes, _OVERSAMPLING * len(parts) ** 2)))
+    batch = max(1, min(count, _BATCH_ELEMENTS // max(*x_sizes, *y_sizes, OVERSAMPLING * len(parts) ** 2)))
     sums = []
     for start in range(0, count, batch):
         theta = directions[:, start:start + batch]
-        x_sorted = _sample_sort((x @ theta).T.contiguous().sort(dim=1).values, x_sizes, "the projections of x")
-        y_sorted = _sample_sort((y @ theta).T.contiguous().sort(dim=1).values, y_sizes, "the projections of y")
+        x_sorted = sample_sort((x @ theta).T.contiguous().sort(dim=1).values, x_sizes, "the projections of x")
+        y_sorted = sample_sort((y @ theta).T.contiguous().sort(dim=1).values, y_sizes, "the projections of y")
         differences = (x_sorted - y_sorted).abs_()
         sums.append((differences.square_() if order == 2.0 else differences.pow_(order)).sum(1))
-    totals = all_reduce_sum(torch.cat(sums).to(_comm_device()), "the sum of the sliced distances")
+    totals = all_reduce_sum(torch.cat(sums).to(comm_device()), "the sum of the sliced distances")
     return float((totals.cpu() / total).mean() ** (1 / order))

@@ -19,7 +19,8 @@ import torch
 from torch import Tensor
 
 from ..samplers.chunks import CHUNK_ROWS, check_counter_range, chunk_count, chunk_rows_of
-from ..samplers.loop import checked_run, checked_start, chunk_start, is_seed, run_info, sample_chunks
+from ..samplers.loop import checked_run, run_info, sample_chunks
+from ..samplers.starts import checked_start, chunk_start, is_seed
 from ..schedules import BetaSchedule
 from .world import _collective, all_gather_objects, check_same, shard_range, world
 

@@ -15,13 +15,15 @@ That bounds a run at 2^15 chunks (5.4e8 samples) and 2^17 - 1 draws per sample (
 A stream fills its rows with ``torch.randn`` of the chunk's numbers rounded up to a multiple of 16;
 on the CPU torch draws uniforms in order and transforms them 16 at a time, so the first r·d
 numbers do not depend on how many more are drawn (a test pins this); on CUDA the whole chunk is
-drawn and sliced. A partial chunk is padded to a multiple of :data:`ROW_QUANTUM` rows (the padding
-rows take the streams' next numbers, or zeros after a given x_T, and are discarded at the end), so
-torch's vectorised kernels take the same path for every real row whatever the chunk's size:
-bit-for-bit equal rows on the CPU for exact scores and networks (tested). Methods with an external loop (torchsde's solvers, adaptive ODE solvers)
-are equal across world sizes (a chunk is always the same rows) but their last partial chunk
-depends on n: torchsde's Brownian motion is drawn at the padded chunk's size, and an adaptive
-solver's step control reads every row of its batch.
+drawn and sliced. For a row-wise method (:attr:`diffsde.samplers.Sampler.row_wise`) a partial
+chunk is padded to a multiple of :data:`ROW_QUANTUM` rows (the padding rows take the streams' next
+numbers, or zeros after a given x_T, and are discarded at the end), so torch's vectorised kernels
+take the same path for every real row whatever the chunk's size: bit-for-bit equal rows on the CPU
+for exact scores and networks (tested). Methods whose steps read the whole batch (pc's snr-based
+step size, adaptive solvers' error control) run a partial chunk's real rows alone: every method's
+samples are the same across world sizes (a chunk always holds the same rows), theirs in a partial
+chunk depend on n. torchsde's Brownian motion is drawn at the (padded) chunk's size, so its
+partial chunk is not promised to be n-invariant either.
 """
 
 from __future__ import annotations
@@ -160,7 +162,7 @@ class CounterNoise:
 
 
 def run_chunks(chunks: range, n_samples: int, seed: int, start: Callable[[int, CounterNoise, int], Tensor],
-               run: Callable, progress: bool, label: str):
+               run: Callable, progress: bool, label: str, pad: bool = True):
     """Integrate ``chunks`` of an ``n_samples`` set one by one and stack their real rows.
 
     Args:
@@ -168,6 +170,9 @@ def run_chunks(chunks: range, n_samples: int, seed: int, start: Callable[[int, C
         start: ``start(chunk, noise, padded_rows)`` -> the chunk's (padded_rows, d) starting state.
         run: ``run(x, noise, progress)`` -> (x, path or None, nfe), e.g. :func:`~diffsde.samplers.integrate`.
         progress: one bar over the steps for a single chunk, over the chunks otherwise.
+        pad: pad a partial chunk to a multiple of :data:`ROW_QUANTUM` rows (for row-wise methods,
+            :attr:`diffsde.samplers.Sampler.row_wise`; a method whose steps read the whole batch
+            runs its real rows alone, since padding rows would steer its step control).
 
     Returns:
         (x (rows of the chunks, d), path (steps + 1, rows, d) or None, nfe: the largest count of a chunk).
@@ -177,7 +182,7 @@ def run_chunks(chunks: range, n_samples: int, seed: int, start: Callable[[int, C
     for chunk in progress_bar(chunks, progress and several, len(chunks), f"{label} chunks"):
         rows = len(chunk_rows_of(chunk, n_samples))
         noise = CounterNoise(seed, chunk, rows)
-        x = start(chunk, noise, _padded(rows))
+        x = start(chunk, noise, _padded(rows) if pad else rows)
         out, path, chunk_nfe = run(x, noise, progress and not several)
         outputs.append(out[:rows])
         if path is not None:

@@ -10,6 +10,9 @@ Brownian motion (``brownian(...)``). Two sources:
   so the output of a sampler that is affine in (x_T, noise) reveals its noise matrix
   (:func:`diffsde.exact_output_law`); torchsde gets the same unit increments through
   :class:`InjectedBrownian`.
+
+A third, :class:`diffsde.samplers.chunks.CounterNoise`, draws one chunk's noise from streams keyed
+by (seed, chunk, draw), for :func:`diffsde.sample` with an int seed.
 """
 
 from __future__ import annotations

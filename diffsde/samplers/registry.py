@@ -91,6 +91,13 @@ class Sampler:
         return self.affine
 
     @property
+    def row_wise(self) -> bool:
+        """Whether a sample's result reads its own row alone (no step size or error control taken over
+        the batch), so it does not depend on the batch it is drawn in: the declaration ``affine``
+        makes (:mod:`diffsde.samplers.chunks` pads only such runs)."""
+        return self.affine
+
+    @property
     def method(self) -> str:
         """The registered name (an alias of ``name`` kept for older code)."""
         return self.name
