@@ -114,14 +114,14 @@ class CounterNoise:
     def __init__(self, seed: int, chunk: int, rows: int):
         self.seed, self.chunk, self.rows = int(seed), chunk, rows
         self._keys = _splitmix64(self.seed)
-        self._generators: dict = {}
+        self._device: torch.device | None = None
+        self._generator: torch.Generator | None = None
 
     def generator(self, device: torch.device, slot: int) -> torch.Generator:
         """A generator on ``device`` at the start of stream ``slot``."""
-        generator = self._generators.get(device)
-        if generator is None:
-            generator = self._generators[device] = torch.Generator(device=device)
-        return generator.manual_seed(_keyed_stream(self._keys, self.chunk, slot))
+        if self._generator is None or device != self._device:
+            self._device, self._generator = device, torch.Generator(device=device)
+        return self._generator.manual_seed(_keyed_stream(self._keys, self.chunk, slot))
 
     def _values(self, slot: int, rows: int, width: int, device: torch.device, dtype: torch.dtype) -> Tensor:
         """Stream ``slot``'s first ``rows · width`` normals, flat: a draw of that count rounded up to a
@@ -141,8 +141,10 @@ class CounterNoise:
         the first normals of its stream, row after row, so the real rows' draws do not depend on the
         padding rows after them (whose draws are discarded with them)."""
         rows, width = like.shape
+        if count == 1:
+            return self._values(1 + index, rows, width, like.device, like.dtype).view(1, rows, width)
         draws = [self._values(1 + index * count + j, rows, width, like.device, like.dtype) for j in range(count)]
-        return (draws[0] if count == 1 else torch.cat(draws)).view((count,) + tuple(like.shape))
+        return torch.cat(draws).view(count, rows, width)
 
     def brownian(self, times, first_index: int, dt: float, like: Tensor, levy: str):
         """A torchsde ``BrownianInterval`` over ``times`` for the chunk's padded rows, seeded by
