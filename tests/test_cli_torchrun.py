@@ -27,7 +27,9 @@ def torchrun(argv: list, cwd: Path, processes: int = 2) -> subprocess.CompletedP
 
 
 def single(argv: list, capsys) -> str:
+    """The command in this process, as without torchrun: no process group is ever made."""
     assert cli.main([*map(str, argv), "--no-progress"]) == 0
+    assert not torch.distributed.is_initialized()
     return capsys.readouterr().out
 
 
