@@ -25,7 +25,7 @@ from .. import metrics
 from .._checks import check_int, check_real
 from ..metrics import ArrayLike, _matrix, _samples, _vector
 from .sorting import OVERSAMPLING, comm_device, sample_sort
-from .world import DistributedError, all_gather_objects, all_reduce_sum, world
+from .world import DistributedError, all_gather_objects, all_reduce_sum, same_across_ranks, world
 
 __all__ = ["Moments", "Histogram", "moments", "mean_error", "cov_error", "mode_counts", "mode_weights",
            "histogram", "sliced_wasserstein"]
@@ -83,15 +83,6 @@ def _gather_checked(local: Callable[[], tuple[Any, Any]], what: str) -> tuple[An
     return kept, [part for part, _ in parts]
 
 
-def _same(values: list, name: str, hint: str = "") -> None:
-    """DistributedError unless every rank's value (gathered, in rank order; tensors as fingerprints)
-    is the same."""
-    if any(value != values[0] for value in values):
-        listing = ", ".join(f"rank {rank}: {value!r}" for rank, value in enumerate(values))
-        raise DistributedError(f"inconsistent world settings: {name} differs between ranks ({listing}); "
-                               f"every rank must pass the same {name}{hint}")
-
-
 def _total(counts: list[int], name: str) -> int:
     total = sum(counts)
     if total == 0:
@@ -138,8 +129,8 @@ def _pooled_moments(x_local: ArrayLike, what: str, reference: Callable[[int], Te
         return ref, (x.shape[1], _local_moments(x), None if ref is None else _digest(ref))
 
     ref, parts = _gather_checked(local, what)
-    _same([part[0] for part in parts], "dimension d of x_local")
-    _same([part[2] for part in parts], reference_name)
+    same_across_ranks([part[0] for part in parts], "dimension d of x_local")
+    same_across_ranks([part[2] for part in parts], reference_name)
     return (*_merge([part[1] for part in parts]), ref)
 
 
@@ -212,8 +203,8 @@ def mode_counts(x_local: ArrayLike, means: ArrayLike) -> Tensor:
         return None, (x.shape[1], _digest(modes), counts)
 
     _, parts = _gather_checked(local, "the nearest-mode counts")
-    _same([part[0] for part in parts], "dimension d of x_local")
-    _same([part[1] for part in parts], "means")
+    same_across_ranks([part[0] for part in parts], "dimension d of x_local")
+    same_across_ranks([part[1] for part in parts], "means")
     counts = torch.stack([part[2] for part in parts]).sum(0)  # exact: int64 in rank order
     _total([int(counts.sum())], "x_local")
     return counts
@@ -281,7 +272,7 @@ def histogram(x_local: ArrayLike, bins: int | Sequence[int] = 64, range: Sequenc
 
     x, parts = _gather_checked(local, "the histogram's range")
     for index, name in enumerate(("dimension d of x_local", "bins", "range")):
-        _same([part[index] for part in parts], name)
+        same_across_ranks([part[index] for part in parts], name)
     _, counts_per_dim, span, _, _ = parts[0]
     _total([part[3] for part in parts], "x_local")
     if span is None:
@@ -308,8 +299,8 @@ def sliced_wasserstein(x_local: ArrayLike, y_local: ArrayLike, n_projections: in
     directions θ as :mod:`diffsde.metrics` (the same draw from ``generator``, by default a CPU
     generator seeded with 0; it must give the same directions on every rank). With equal sizes
     ``W_p^p = (1/N) Σ_i |x_(i) - y_(i)|^p``: each projection of X and of Y is sorted across the
-    ranks by :func:`diffsde.distributed.sorting.sample_sort`, each rank sums its share of the order statistics, and the sums
-    are added with one all_reduce. Projections go ``_BATCH_ELEMENTS // max n_r`` at a time (at
+    ranks by :func:`diffsde.distributed.sorting.sample_sort`, each rank sums its share of the order
+    statistics, and the sums are added with one all_reduce. Projections go ``_BATCH_ELEMENTS // max n_r`` at a time (at
     least one), so a rank holds O(n_r) values at once beyond its rows.
 
     Round-off against the gathered value: the order statistics are the same numbers (up to
@@ -347,8 +338,8 @@ def sliced_wasserstein(x_local: ArrayLike, y_local: ArrayLike, n_projections: in
         return (x, y, directions, order), (x.shape[1], _digest(directions), x.shape[0], y.shape[0])
 
     (x, y, directions, order), parts = _gather_checked(local, "the sliced Wasserstein distance")
-    _same([part[0] for part in parts], "dimension d of x_local and y_local")
-    _same([part[1] for part in parts], "projection directions", " (seed the generator alike on every rank)")
+    same_across_ranks([part[0] for part in parts], "dimension d of x_local and y_local")
+    same_across_ranks([part[1] for part in parts], "projection directions", " (seed the generator alike on every rank)")
     x_sizes, y_sizes = [part[2] for part in parts], [part[3] for part in parts]
     total = _total(x_sizes, "x_local")
     if sum(y_sizes) != total:

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["World", "DistributedError", "world", "init_from_env", "under_launcher", "shard_range",
-           "all_gather_objects", "all_reduce_sum", "check_same", "map_cells", "barrier",
+           "all_gather_objects", "all_reduce_sum", "check_same", "same_across_ranks", "map_cells", "barrier",
            "DEFAULT_TIMEOUT_S"]
 
 #: Seconds a collective waits for the other ranks before :class:`DistributedError` (init_from_env's default).
@@ -165,7 +165,12 @@ def barrier(what: str = "a barrier") -> None:
 def check_same(value: Any, name: str) -> None:
     """Refuse (:class:`DistributedError`, on every rank) a setting that differs between ranks,
     e.g. a seed or a sample count given differently to each process."""
-    values = all_gather_objects(value, f"the check that every rank has the same {name}")
+    same_across_ranks(all_gather_objects(value, f"the check that every rank has the same {name}"), name)
+
+
+def same_across_ranks(values: list, name: str, hint: str = "") -> None:
+    """Refuse (:class:`DistributedError`) gathered ``values`` (one per rank, in rank order) that are
+    not all equal, naming each rank's value; for dicts, naming the (dotted) entries that differ."""
     if all(other == values[0] for other in values):
         return
     if all(isinstance(other, dict) for other in values):  # name the entries that differ, not the whole dict
@@ -175,10 +180,11 @@ def check_same(value: Any, name: str) -> None:
         listing = "; ".join(f"{key}: " + ", ".join(f"rank {rank}: {reprlib.repr(other.get(key))}"
                                                    for rank, other in enumerate(values)) for key in differing)
         raise DistributedError(f"inconsistent world settings: the {name} differ between ranks in "
-                               f"{', '.join(map(str, differing))} ({listing}); every rank must be given the same")
+                               f"{', '.join(map(str, differing))} ({listing}); every rank must be given the same"
+                               f"{hint}")
     listing = ", ".join(f"rank {rank}: {reprlib.repr(other)}" for rank, other in enumerate(values))
     raise DistributedError(f"inconsistent world settings: {name} differs between ranks ({listing}); "
-                           f"every rank must be given the same {name}")
+                           f"every rank must be given the same {name}{hint}")
 
 
 def _flat(settings: dict, prefix: str = "") -> dict:

@@ -21,7 +21,8 @@ from ..schedules import TimeGrid
 from .chunks import CHUNK_ROWS, CounterNoise
 from .ends import PRIORS
 
-__all__ = ["HALF_DTYPES", "make_generator", "is_seed", "checked_start", "initial_state", "chunk_start"]
+__all__ = ["HALF_DTYPES", "check_generator", "make_generator", "is_seed", "checked_start", "initial_state",
+           "chunk_start"]
 
 Score = Callable[[Tensor, Any], Tensor]
 
@@ -29,11 +30,11 @@ Score = Callable[[Tensor, Any], Tensor]
 HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 
-def make_generator(generator: Union[torch.Generator, int, None], device: torch.device) -> torch.Generator | None:
-    """``generator`` itself (checked to be on ``device``), a new one seeded with an int seed in
-    [0, 2^64) (torch's seed range), or None."""
+def check_generator(generator: Union[torch.Generator, int, None], device: torch.device) -> None:
+    """Refuse anything but None, a torch.Generator on ``device``'s type, or an int seed in [0, 2^64)
+    (torch's seed range)."""
     if generator is None:
-        return None
+        return
     if isinstance(generator, bool) or not isinstance(generator, (Integral, torch.Generator)):
         raise ArgumentTypeError(f"generator must be a torch.Generator, an int seed in [0, 2**64) or None, got "
                                 f"{type(generator).__name__}")
@@ -41,12 +42,17 @@ def make_generator(generator: Union[torch.Generator, int, None], device: torch.d
         if not 0 <= generator < 2 ** 64:
             raise ValueError(f"generator must be a torch.Generator, None or an int seed in [0, 2**64) "
                              f"(torch's seed range), got {generator!r}")
-        seeded = torch.Generator(device=device)
-        seeded.manual_seed(int(generator))
-        return seeded
-    if torch.device(generator.device).type != device.type:
+    elif torch.device(generator.device).type != device.type:
         raise ValueError(f"generator is on {generator.device} but sampling runs on {device}; "
                          f"pass a generator created with torch.Generator(device='{device}')")
+
+
+def make_generator(generator: Union[torch.Generator, int, None], device: torch.device) -> torch.Generator | None:
+    """``generator`` itself (checked to be on ``device``), a new one seeded with an int seed in
+    [0, 2^64) (torch's seed range), or None."""
+    check_generator(generator, device)
+    if isinstance(generator, Integral):
+        return torch.Generator(device=device).manual_seed(int(generator))
     return generator
 
 
@@ -99,7 +105,7 @@ def checked_start(score, n_samples, x_T, generator, prior, device, dtype, dim=No
             raise ValueError(f"x_T is {x_T.dtype} on {x_T.device}, which contradicts device={device}, dtype={dtype}")
         if not bool(torch.isfinite(x_T).all()):
             raise ValueError("x_T contains NaN or infinite values")
-        make_generator(generator, x_T.device)
+        check_generator(generator, x_T.device)
         return x_T, x_T.shape[0], x_T.shape[1], x_T.device, x_T.dtype
     if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
         raise ValueError(f"give x_T or n_samples (a positive int), got n_samples={n_samples!r}")
@@ -109,7 +115,7 @@ def checked_start(score, n_samples, x_T, generator, prior, device, dtype, dim=No
     if device is None:
         device = generator.device if isinstance(generator, torch.Generator) else "cpu"
     device = torch.device(device)
-    make_generator(generator, device)
+    check_generator(generator, device)
     if prior == "exact" and not isinstance(score, ExactScore):
         raise ValueError(f"prior='exact' needs an exact score (diffsde.protocols.ExactScore: .sample(n, t), "
                          f".log_prob, .mean_and_cov, .dim); {type(score).__name__} is not one")
